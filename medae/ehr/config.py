@@ -1,0 +1,35 @@
+"""params.yaml sections of the EHR stages."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from medae.config_base import Section
+
+
+class EhrSource(Section):
+    """Where the EHR tables are read from (``ehr.source``) and which layout they use."""
+
+    source: str = "data/source/ehr"
+    layout: Literal["auto", "mimic4", "mimic3"] = "auto"
+
+
+class IngestEhr(Section):
+    out: str = "data/raw/ehr"
+    shards: int = Field(default=8, ge=1, le=4096)
+
+
+class CleanEhr(Section):
+    out: str = "data/interim/meds"
+    report: str = "reports/dq_ehr.json"
+    split_seed: int = 0
+    train_fraction: float = Field(default=0.8, gt=0, lt=1)
+    tuning_fraction: float = Field(default=0.1, ge=0, lt=1)
+
+
+class FeaturizeEhr(Section):
+    out: str = "data/features/ehr_windows"
+    window_hours: int = Field(default=24, ge=1)
+    stride_hours: int = Field(default=6, ge=1)
+    bin_hours: int = Field(default=1, ge=1)
+    max_ffill_hours: int = Field(default=12, ge=0)

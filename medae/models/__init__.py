@@ -1,0 +1,1 @@
+"""The autoencoder family: one small module per model, each with a typed config."""

@@ -1,0 +1,1 @@
+"""Realistic MIMIC-IV-layout demo data and MIMIC-style WFDB waveform records."""

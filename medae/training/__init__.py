@@ -1,0 +1,5 @@
+"""Training loop, MLflow tracking and registration, and evaluation of the latents."""
+
+# Stage name -> "module:function"; the function takes a Params and returns a JSON-able summary.
+# Strings, not imports, so that `medae --help` stays instant.
+STAGES: dict[str, str] = {}
