@@ -164,7 +164,8 @@ def refresh(
     set_: SetOpt = None,
     stage: Annotated[list[str] | None, typer.Option(
         "--stage", help="only these stages (repeatable) [default: all]")] = None,
-    force: Annotated[bool, typer.Option(help="re-run stages even when DVC says up to date")] = False,
+    force: Annotated[bool, typer.Option(
+        help="re-run stages even when DVC says they are up to date")] = False,
 ) -> None:
     """Run the nightly refresh flow once, now (DVC stages in order, training policy, push,
     report). A second refresh while one runs fails fast."""

@@ -125,13 +125,16 @@ def _apply(data: dict[str, Any], parts: list[str], value: Any, item: str) -> Non
     node[parts[-1]] = value
 
 
-def _describe(err: dict[str, Any], source: str, data: dict[str, Any]) -> str:
+def _describe(err: dict[str, Any], source: str, overrides: list[str]) -> str:
     key = ".".join(str(p) for p in err["loc"])
+    # Blame the --set item that introduced the key, else the file.
+    blamed = [o for o in overrides if o.partition("=")[0].strip() == key]
+    where = f"--set {blamed[-1]!r} (params {source})" if blamed else source
     if err["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{key}'"
+        return f"{where}: unknown key '{key}'"
     if err["type"] == "missing":
-        return f"{source}: missing key '{key}'"
-    return f"{source}: key '{key}': {err['msg']} (got {err.get('input')!r})"
+        return f"{where}: missing key '{key}'"
+    return f"{where}: key '{key}': {err['msg']} (got {err.get('input')!r})"
 
 
 def load_params(
@@ -165,9 +168,7 @@ def load_params(
     try:
         params = Params.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = source + (" (with --set overrides)" if overrides else "")
-        raise ConfigError(_describe(first, where, data)) from None
+        raise ConfigError(_describe(exc.errors()[0], source, overrides or [])) from None
     params._root = (file.parent if file is not None else Path.cwd()).resolve()
     params._source = source
     return params

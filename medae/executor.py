@@ -191,7 +191,7 @@ def _map_dask(fn, items, labels, address, progress) -> list[tuple[bool, Any, str
             "pip install 'medae[dask]'"
         ) from exc
     try:
-        client = Client(address, timeout="10s", set_as_default=False)
+        client = Client(address, timeout="10s")
     except OSError as exc:
         raise MedaeError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     try:

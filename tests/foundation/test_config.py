@@ -1,0 +1,97 @@
+"""params.yaml loading: typed, frozen, unknown keys and bad values rejected with key + file."""
+
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from medae.config import load_params, parse_override
+from medae.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_project_params_load_and_match_defaults():
+    params = load_params(ROOT / "params.yaml")
+    assert params.root == ROOT
+    assert params.ehr.source == "data/source/ehr"
+    assert params.waveforms.source == "data/source/waveforms"
+    assert params.path(params.ehr.source) == ROOT / "data/source/ehr"
+
+
+def test_every_default_is_written_in_params_yaml():
+    """params.yaml is the single source: each section key must appear in the file."""
+    import yaml
+
+    written = yaml.safe_load((ROOT / "params.yaml").read_text())
+    defaults = load_params(ROOT / "params.yaml").model_dump()
+    for section, keys in defaults.items():
+        assert section in written, f"section {section} missing from params.yaml"
+        missing = set(keys) - set(written[section] or {})
+        assert not missing, f"params.yaml section {section} lacks keys {sorted(missing)}"
+
+
+def test_params_are_frozen():
+    params = load_params(ROOT / "params.yaml")
+    with pytest.raises(pydantic.ValidationError):
+        params.ingest_ehr.shards = 3
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("ingest_ehr:\n  shardz: 4\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: unknown key 'ingest_ehr.shardz'"):
+        load_params(f)
+
+
+def test_unknown_section(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("ingest_ehrr:\n  shards: 4\n")
+    with pytest.raises(ConfigError, match=r"p.yaml: unknown key 'ingest_ehrr'"):
+        load_params(f)
+
+
+def test_bad_type_names_key(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("ingest_ehr:\n  shards: many\n")
+    with pytest.raises(ConfigError, match=r"key 'ingest_ehr.shards'.*integer.*'many'"):
+        load_params(f)
+
+
+def test_set_override_typed_and_scoped(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("ingest_ehr:\n  shards: 2\n")
+    params = load_params(f, ["ingest_ehr.shards=5", "ehr.source=/abs/src"])
+    assert params.ingest_ehr.shards == 5
+    assert params.path(params.ehr.source) == Path("/abs/src")
+    assert load_params(f).ingest_ehr.shards == 2  # the file itself is unchanged
+
+
+@pytest.mark.parametrize("bad", ["noequals", "=3", "shards=3", "a..b=1", "ingest_ehr.shards=[1"])
+def test_bad_set_syntax(bad):
+    with pytest.raises(ConfigError, match="--set"):
+        parse_override(bad)
+
+
+def test_bad_set_unknown_key():
+    expected = r"--set 'ingest_ehr.nope=1'.*unknown key 'ingest_ehr.nope'"
+    with pytest.raises(ConfigError, match=expected):
+        load_params(None, ["ingest_ehr.nope=1"])
+
+
+def test_set_into_a_value_is_an_error(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("ingest_ehr:\n  shards: 2\n")
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        load_params(f, ["ingest_ehr.shards.x=1"])
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "absent.yaml")
+
+
+def test_relative_sqlite_uri_made_absolute(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("mlflow:\n  tracking_uri: sqlite:///mlflow.db\n")
+    assert load_params(f).mlflow_uri() == f"sqlite:///{tmp_path}/mlflow.db"
