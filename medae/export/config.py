@@ -1,15 +1,47 @@
 """params.yaml sections of export, the nightly refresh and DVC."""
 
+from typing import Literal
+
+from pydantic import Field
+
 from medae.config_base import Section
 
 
 class ExportLatents(Section):
+    """``export_latents``: champion models -> ``<out>/<modality>/`` latent Parquet tables.
+
+    ``modalities``: which models to export (``medae-<modality>@champion``).
+    ``batch_rows``: windows per forward pass (and per streamed input chunk); one output part
+    per input window file.
+    ``meds``: also write MEDS events (``LATENT//<model>//dNN``) under ``<out>/_meds/<modality>/``.
+    ``alias``: registry alias to export (``champion``).
+    """
+
     out: str = "data/latents"
+    modalities: tuple[Literal["ehr", "waveforms"], ...] = ("ehr", "waveforms")
+    alias: str = "champion"
+    batch_rows: int = Field(default=4096, ge=1)
+    meds: bool = False
 
 
 class Refresh(Section):
-    training: str = "if_needed"
+    """``refresh``: the nightly flow's policy.
+
+    ``training``: ``if_needed`` (train when no champion exists, or when the training data
+    changed and ``retrain_every_days`` passed since the champion's run), ``always`` or ``never``.
+    ``retries``: retries of a stage after a transient error (lock held, connection reset).
+    """
+
+    training: Literal["if_needed", "always", "never"] = "if_needed"
+    retrain_every_days: float = Field(default=7.0, ge=0)
+    retries: int = Field(default=2, ge=0)
+    retry_delay_s: float = Field(default=10.0, ge=0)
+    report: str = "reports/refresh.md"
+    push: bool = True
 
 
 class DvcConfig(Section):
+    """``dvc``: the DVC remote the refresh pushes to (a folder outside ``data/``; relative
+    paths are resolved against the params file's folder)."""
+
     remote: str = "../medae-dvc-remote"

@@ -1,0 +1,330 @@
+"""Stage ``export_latents``: each modality's champion encoder -> ``data/latents/<modality>/``.
+
+One output part per input window file (``part_0003.parquet`` <- ``ehr_windows/part_0003.parquet``,
+``<record>.parquet`` <- ``waveform_windows/<record>.parquet``), so a refresh after new data
+re-encodes only the new or changed files: ``_fingerprints.json`` maps each input file to a hash
+of its bytes, the model version and the params, and unchanged parts are hard-linked from the
+previous table. The whole folder is published atomically (written beside, swapped in), so a
+reader never sees a half-written table.
+
+Table layout (DESIGN.md latent contract): key columns, ``z_00..z_NN`` float32, lineage columns
+``model_name``, ``model_version``, ``mlflow_run_id``; ``_manifest.json`` beside the parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from medae.errors import DataError, MedaeError
+from medae.io import atomic_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+FINGERPRINTS = "_fingerprints.json"
+MANIFEST = "_manifest.json"
+LINEAGE = ("model_name", "model_version", "mlflow_run_id")
+EHR_KEYS = ("subject_id", "hadm_id", "stay_id", "window_start", "window_end")
+WAVEFORM_KEYS = ("subject_id", "stay_id", "record_name", "channel", "window_start", "window_end",
+                 "start_s")
+
+
+class Encoder(Protocol):
+    """What ``medae.training.encode.load_encoder`` returns (docs/contracts.md)."""
+
+    input_kind: str
+
+    def encode(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The registry entry behind an alias, for lineage columns and the manifest."""
+
+    name: str
+    version: int
+    run_id: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class Modality:
+    """Where a modality's windows are, which params shaped them, how to build model inputs."""
+
+    name: str
+    windows: Path
+    upstream_section: str
+    inputs: Callable[[pl.DataFrame], np.ndarray]
+
+
+def latent_names(width: int) -> list[str]:
+    """Latent column names, zero-padded to at least two digits.
+
+    >>> latent_names(3)
+    ['z_00', 'z_01', 'z_02']
+    >>> latent_names(101)[-1]
+    'z_100'
+    """
+    digits = max(2, len(str(width - 1)))
+    return [f"z_{i:0{digits}d}" for i in range(width)]
+
+
+def key_frame(windows: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """The key columns of a windows table, typed per the latent contract.
+
+    Waveform windows carry no end time: it is ``window_start + n_samples / fs``.
+
+    >>> import datetime as dt
+    >>> w = pl.DataFrame({"subject_id": [1], "stay_id": [None], "record_name": ["r1"],
+    ...     "channel": ["ecg_ii"], "window_start": [dt.datetime(2020, 1, 1)], "start_s": [0.0],
+    ...     "fs": [2.0], "values": [[0.0, 1.0, 2.0, 3.0]]})
+    >>> key_frame(w, "waveforms")["window_end"].to_list()
+    [datetime.datetime(2020, 1, 1, 0, 0, 2)]
+    """
+    if kind == "waveforms":
+        seconds = pl.col("values").list.len() / pl.col("fs")
+        windows = windows.with_columns(
+            window_end=pl.col("window_start")
+            + pl.duration(microseconds=(seconds * 1e6).round().cast(pl.Int64))
+        )
+        keys = WAVEFORM_KEYS
+    else:
+        keys = EHR_KEYS
+    types = {"subject_id": pl.Int64, "hadm_id": pl.Int64, "stay_id": pl.Int64,
+             "record_name": pl.String, "channel": pl.String, "start_s": pl.Float64,
+             "window_start": pl.Datetime("us"), "window_end": pl.Datetime("us")}
+    return windows.select(pl.col(k).cast(types[k]) for k in keys)
+
+
+def latent_frame(keys: pl.DataFrame, z: np.ndarray, ref: ModelRef) -> pl.DataFrame:
+    """Keys + ``z_NN`` float32 + lineage columns, row for row.
+
+    >>> k = pl.DataFrame({"subject_id": [7, 8]})
+    >>> ref = ModelRef("medae-ehr", 3, "abc", "models:/medae-ehr@champion")
+    >>> latent_frame(k, np.ones((2, 2)), ref).columns
+    ['subject_id', 'z_00', 'z_01', 'model_name', 'model_version', 'mlflow_run_id']
+    """
+    z = np.asarray(z, dtype=np.float32)
+    if z.ndim != 2 or z.shape[0] != keys.height:
+        raise MedaeError(
+            f"encoder returned shape {z.shape} for {keys.height} windows; expected (rows, latent)"
+        )
+    latents = pl.DataFrame({n: z[:, i] for i, n in enumerate(latent_names(z.shape[1]))})
+    lineage = [pl.lit(ref.name).alias("model_name"),
+               pl.lit(ref.version, dtype=pl.Int64).alias("model_version"),
+               pl.lit(ref.run_id).alias("mlflow_run_id")]
+    return pl.concat([keys, latents], how="horizontal").with_columns(lineage)
+
+
+def meds_events(latents: pl.DataFrame) -> pl.DataFrame:
+    """Latent table -> MEDS events: one row per window and dimension, code
+    ``LATENT//<model>//dNN``, time = window end (when the latent is known), sorted by subject
+    and time.
+
+    >>> import datetime as dt
+    >>> t = pl.DataFrame({"subject_id": [1], "stay_id": [5],
+    ...     "window_end": [dt.datetime(2020, 1, 2)], "z_00": [0.5], "z_01": [-1.0],
+    ...     "model_name": ["medae-ehr"]}, schema_overrides={"z_00": pl.Float32,
+    ...     "z_01": pl.Float32})
+    >>> meds_events(t)["code"].to_list()
+    ['LATENT//medae-ehr//d00', 'LATENT//medae-ehr//d01']
+    """
+    zcols = [c for c in latents.columns if c.startswith("z_")]
+    long = latents.select("subject_id", "stay_id", "window_end", "model_name", *zcols).unpivot(
+        index=["subject_id", "stay_id", "window_end", "model_name"], on=zcols,
+        variable_name="dim", value_name="numeric_value",
+    )
+    return long.select(
+        pl.col("subject_id"),
+        pl.col("window_end").alias("time"),
+        pl.format("LATENT//{}//d{}", pl.col("model_name"), pl.col("dim").str.slice(2))
+        .alias("code"),
+        pl.col("numeric_value").cast(pl.Float32),
+        pl.col("stay_id"),
+    ).sort("subject_id", "time", "code", maintain_order=True, nulls_last=False)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, streamed in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def iter_windows(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Stream a windows Parquet file in batches of at most ``batch_rows`` rows."""
+    try:
+        reader = pq.ParquetFile(path)
+        for batch in reader.iter_batches(batch_size=batch_rows):
+            yield pl.from_arrow(batch)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read windows Parquet ({exc})") from None
+
+
+def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
+                batch_rows: int) -> pl.DataFrame:
+    """All windows of one input file -> its latent table (input row order kept)."""
+    parts = []
+    for n, batch in enumerate(iter_windows(path, batch_rows)):
+        inputs = modality.inputs(batch)
+        if len(inputs) != batch.height:
+            raise DataError(f"{path}: batch {n}: input builder returned {len(inputs)} rows "
+                            f"for {batch.height} windows")
+        z = encoder.encode(np.ascontiguousarray(inputs, dtype=np.float32))
+        parts.append(latent_frame(key_frame(batch, modality.name), z, ref))
+    if not parts:
+        return key_frame(pl.read_parquet(path), modality.name).with_columns(
+            pl.lit(None, dtype=pl.String).alias(c) for c in LINEAGE
+        ).head(0)
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # unchanged part: no bytes rewritten, cost follows the new data
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: Path, *,
+                    params_hash: str, batch_rows: int,
+                    meds_dir: Path | None = None) -> dict[str, Any]:
+    """Encode every windows file of ``modality`` into ``out_dir`` (atomic, incremental).
+
+    Returns the manifest written to ``out_dir/_manifest.json``.
+    """
+    inputs = sorted(modality.windows.glob("*.parquet"))
+    if not inputs:
+        raise DataError(f"{modality.windows}: no window files for modality '{modality.name}'; "
+                        f"run the upstream stages first")
+    previous = _read_json(out_dir / FINGERPRINTS)
+    lineage = f"{ref.name}:{ref.version}:{ref.run_id}:{params_hash}"
+    fingerprints: dict[str, str] = {}
+    encoded = reused = 0
+    with atomic_dir(out_dir) as staging:
+        for path in inputs:
+            fingerprints[path.name] = f"{file_digest(path)}:{lineage}"
+            old = out_dir / path.name
+            if previous.get(path.name) == fingerprints[path.name] and old.exists():
+                _link_or_copy(old, staging / path.name)
+                reused += 1
+                continue
+            encode_file(path, modality, encoder, ref, batch_rows).write_parquet(
+                staging / path.name, statistics=True)
+            encoded += 1
+        write_json_atomic(staging / FINGERPRINTS, fingerprints)
+        manifest = build_manifest(staging, modality, ref, fingerprints, params_hash)
+        write_json_atomic(staging / MANIFEST, manifest)
+    log.info("export %s: %d rows in %d files (%d encoded, %d unchanged)", modality.name,
+             manifest["rows"], len(inputs), encoded, reused)
+    if meds_dir is not None:
+        write_meds(out_dir, meds_dir)
+    return {**manifest, "files_encoded": encoded, "files_reused": reused}
+
+
+def build_manifest(folder: Path, modality: Modality, ref: ModelRef,
+                   fingerprints: dict[str, str], params_hash: str) -> dict[str, Any]:
+    """Row count and schema from the Parquet footers (no data read), lineage, versions."""
+    parts = sorted(folder.glob("*.parquet"))
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    schema = pl.scan_parquet(parts[0]).collect_schema() if parts else {}
+    blob = json.dumps(fingerprints, sort_keys=True).encode()
+    return {
+        "modality": modality.name,
+        "rows": rows,
+        "files": len(parts),
+        "schema": {name: str(dtype) for name, dtype in schema.items()},
+        "latent_columns": [c for c in schema if c.startswith("z_")],
+        "model_uri": ref.uri,
+        "model_name": ref.name,
+        "model_version": ref.version,
+        "mlflow_run_id": ref.run_id,
+        "data_version": hashlib.sha256(blob).hexdigest()[:16],
+        "params_hash": params_hash,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_meds(latent_dir: Path, meds_dir: Path) -> None:
+    """The latent table as MEDS events, one file per latent part (atomic folder swap)."""
+    with atomic_dir(meds_dir) as staging:
+        for part in sorted(latent_dir.glob("*.parquet")):
+            meds_events(pl.read_parquet(part)).write_parquet(staging / part.name)
+
+
+def resolve_alias(tracking_uri: str, name: str, alias: str) -> ModelRef:
+    """Look up ``name@alias`` in the MLflow registry; a clear error when it does not exist."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        raise MedaeError(f"no model '{name}@{alias}' in the MLflow registry at {tracking_uri}; "
+                         f"run the training stage first") from None
+    return ModelRef(name=name, version=int(mv.version), run_id=mv.run_id or "",
+                    uri=f"models:/{name}@{alias}")
+
+
+def modalities(params: Any) -> dict[str, Modality]:
+    """The modalities export knows, wired to their window folders and input builders."""
+    from medae.training import encode
+
+    return {
+        "ehr": Modality("ehr", params.path(params.featurize_ehr.out), "featurize_ehr",
+                        encode.ehr_inputs),
+        "waveforms": Modality("waveforms", params.path(params.window_waveforms.out),
+                              "window_waveforms", encode.waveform_inputs),
+    }
+
+
+def run(params: Any) -> dict[str, Any]:
+    """Export every configured modality's champion latents; returns rows per modality."""
+    import mlflow
+
+    from medae.training.encode import load_encoder
+
+    cfg = params.export_latents
+    uri = params.mlflow_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    out_root = params.path(cfg.out)
+    known = modalities(params)
+    summary: dict[str, Any] = {"out": str(out_root), "modalities": {}}
+    for name in cfg.modalities:
+        modality = known[name]
+        ref = resolve_alias(uri, f"medae-{name}", cfg.alias)
+        encoder = load_encoder(ref.uri)
+        manifest = export_modality(
+            modality, encoder, ref, out_root / name,
+            params_hash=params.section_hash("export_latents", modality.upstream_section),
+            batch_rows=cfg.batch_rows,
+            meds_dir=out_root / "_meds" / name if cfg.meds else None,
+        )
+        summary["modalities"][name] = {k: manifest[k] for k in (
+            "rows", "files", "files_encoded", "files_reused", "model_version", "data_version")}
+    if not cfg.meds:
+        shutil.rmtree(out_root / "_meds", ignore_errors=True)
+    return summary
