@@ -1,15 +1,81 @@
 """params.yaml sections of the training and evaluation stages."""
 
+from typing import Literal
+
+from pydantic import Field
+
 from medae.config_base import Section
+from medae.models.config import (
+    Conv1dConfig,
+    DenoisingConfig,
+    ModelConfig,
+)
 
 
-class TrainEhr(Section):
+class Optim(Section):
+    """How a model is fitted: AdamW, warm-up then cosine decay, early stopping on tuning."""
+
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    warmup_epochs: float = Field(default=1.0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    patience: int = Field(default=5, ge=1)  # epochs without tuning improvement before stopping
+    min_delta: float = Field(default=0.0, ge=0)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    bf16: bool = True  # bf16 autocast, CUDA only
+    grad_clip: float = Field(default=1.0, ge=0)  # 0 = off
+
+
+class _Train(Section):
+    optim: Optim = Optim()
+    checkpoint_dir: str = "models/checkpoints"
+    resume: bool = True  # continue from the last checkpoint of the same config and data
+    system_metrics: bool = True
+    system_metrics_interval_s: float = Field(default=10.0, gt=0)
+    max_rows: int | None = Field(default=None, ge=1)  # cap on train rows (smoke runs)
+
+
+class TrainEhr(_Train):
+    """``train_ehr``: EHR windows -> MLflow model ``medae-ehr`` + pointer file."""
+
     pointer: str = "models/ehr.json"
+    features: str = "data/features/ehr_windows"
+    stats: str = "data/features/ehr_stats.json"
+    model: ModelConfig = DenoisingConfig()
 
 
-class TrainWaveforms(Section):
+class TrainWaveforms(_Train):
+    """``train_waveforms``: one channel's windows -> MLflow model ``medae-waveforms``."""
+
     pointer: str = "models/waveforms.json"
+    features: str = "data/features/waveform_windows"
+    channel: str = "ecg_ii"
+    max_nan_frac: float = Field(default=0.1, ge=0, le=1)
+    splits: str = "data/interim/meds/metadata/subject_splits.parquet"
+    tuning_fraction: float = Field(default=0.1, gt=0, lt=1)  # records without a known subject
+    held_out_fraction: float = Field(default=0.1, ge=0, lt=1)
+    model: ModelConfig = Conv1dConfig()
 
 
 class Evaluate(Section):
+    """``evaluate``: imputation, mortality probe (EHR) and MIT-BIH beat compression."""
+
     out: str = "reports/evaluation.json"
+    seed: int = 0
+    ehr_features: str = "data/features/ehr_windows"
+    ehr_stats: str = "data/features/ehr_stats.json"
+    ehr_hide_fraction: float = Field(default=0.2, gt=0, lt=1)
+    ehr_epochs: int = Field(default=20, ge=1)
+    mitdb: str = "../shared/realdata/physionet/mitdb"
+    train_records: tuple[str, ...] = ("100", "101", "103", "105", "106", "108", "109", "111")
+    test_records: tuple[str, ...] = ("118", "119")
+    beat_channel: str | None = None  # None = the record's first signal (MLII in MIT-BIH)
+    latent_16x: int = Field(default=16, ge=1)
+    latent_32x: int = Field(default=8, ge=1)
+    wave_model: Conv1dConfig = Conv1dConfig()
+    wave_epochs: int = Field(default=40, ge=1)
+    probe_max_iter: int = Field(default=2000, ge=10)
+    mlflow: bool = True

@@ -1,0 +1,59 @@
+"""1-D convolutional autoencoder for single-channel waveform windows and heart beats."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medae.models.base import ACTIVATIONS, Autoencoder
+
+
+class ConvAutoencoder(Autoencoder):
+    """Strided convolutions down to a dense code and transposed convolutions back up.
+
+    The input is zero-padded to a multiple of 2^depth and the output cropped back, so any
+    window or beat length works. ``linear_skip`` adds a linear encoder/decoder path beside the
+    convolutions: on its own that path can learn PCA, so the non-linear part only has to add to
+    it (this is what lets the model match PCA on small data sets rather than fall behind).
+
+    >>> import torch
+    >>> from medae.models.config import Conv1dConfig, Shape
+    >>> m = ConvAutoencoder(Conv1dConfig(channels=(4, 8), latent_dim=3),
+    ...                     Shape(input_dim=50, target_dim=50, input_kind="waveform"))
+    >>> tuple(m.encode(torch.zeros(2, 50)).shape), tuple(m(torch.zeros(2, 50)).shape)
+    ((2, 3), (2, 50))
+    """
+
+    def __init__(self, config, shape):
+        super().__init__(config, shape)
+        k, act = config.kernel_size, ACTIVATIONS[config.activation]
+        chans = [1, *config.channels]
+        factor = 2 ** len(config.channels)
+        self.length = shape.target_dim
+        self.padded = -(-self.length // factor) * factor
+        self.flat = chans[-1] * self.padded // factor
+        down: list[nn.Module] = []
+        for a, b in zip(chans[:-1], chans[1:], strict=True):
+            down += [nn.Conv1d(a, b, k, stride=2, padding=k // 2), act()]
+        self.down = nn.Sequential(*down, nn.Flatten())
+        self.to_code = nn.Linear(self.flat, config.latent_dim)
+        self.from_code = nn.Linear(config.latent_dim, self.flat)
+        up: list[nn.Module] = []
+        rev = chans[::-1]
+        for i, (a, b) in enumerate(zip(rev[:-1], rev[1:], strict=True)):
+            up.append(nn.ConvTranspose1d(a, b, k, stride=2, padding=k // 2, output_padding=1))
+            if i < len(rev) - 2:
+                up.append(act())
+        self.up = nn.Sequential(*up)
+        self.skip_in = nn.Linear(self.length, config.latent_dim) if config.linear_skip else None
+        self.skip_out = nn.Linear(config.latent_dim, self.length) if config.linear_skip else None
+
+    def code(self, xn: Tensor) -> Tensor:
+        h = F.pad(xn, (0, self.padded - self.length)).unsqueeze(1)
+        z = self.to_code(self.down(h))
+        return z if self.skip_in is None else z + self.skip_in(xn)
+
+    def decode(self, z: Tensor) -> Tensor:
+        h = self.from_code(z).view(z.shape[0], -1, self.padded // 2 ** len(self.config.channels))
+        out = self.up(h).squeeze(1)[:, : self.length]
+        return out if self.skip_out is None else out + self.skip_out(z)

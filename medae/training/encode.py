@@ -1,0 +1,138 @@
+"""Model inputs from the windows tables, and loading a logged model as an encoder.
+
+The same two functions turn windows into input rows for training, evaluation and export, so
+the three can never disagree about the layout:
+
+- EHR row: ``[values (T*V) | mask (T*V) | static]`` (``delta`` is not used: hiding an entry
+  for the imputation evaluation would require recomputing it);
+- waveform row: the window's samples (one channel, fixed length; NaN kept, the model treats
+  non-finite samples as unobserved).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from medae.errors import DataError
+from medae.models.config import Shape
+
+log = logging.getLogger(__name__)
+
+EHR_PARTS = ("values", "mask", "static")
+
+
+def list_column(df: pl.DataFrame, column: str, what: str = "windows table") -> np.ndarray:
+    """A ``list<float32>`` column as a 2-D float32 array (one Arrow buffer, no Python loop).
+
+    >>> list_column(pl.DataFrame({"v": [[1.0, 2.0], [3.0, 4.0]]}), "v").tolist()
+    [[1.0, 2.0], [3.0, 4.0]]
+    """
+    if column not in df.columns:
+        raise DataError(f"{what}: missing column '{column}'")
+    series = df[column]
+    if df.height == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    lengths = series.list.len()
+    if lengths.null_count() or lengths.min() != lengths.max():
+        bad = int((lengths != lengths.max()).fill_null(True).arg_max() or 0)
+        raise DataError(f"{what}: column '{column}' row {bad}: list length differs from the "
+                        f"others ({lengths.max()} expected)")
+    flat = series.explode().cast(pl.Float32).to_numpy()
+    return np.ascontiguousarray(flat.reshape(df.height, int(lengths.max())), dtype=np.float32)
+
+
+def ehr_inputs(df: pl.DataFrame) -> np.ndarray:
+    """EHR windows -> float32 rows ``[values | mask | static]``.
+
+    >>> df = pl.DataFrame({"values": [[0.5, -1.0]], "mask": [[1.0, 0.0]], "static": [[0.1, 1.0]]})
+    >>> ehr_inputs(df).tolist()
+    [[0.5, -1.0, 1.0, 0.0, 0.10000000149011612, 1.0]]
+    """
+    parts = [list_column(df, c, "EHR windows") for c in EHR_PARTS]
+    if parts[0].shape != parts[1].shape:
+        raise DataError("EHR windows: 'values' and 'mask' have different lengths")
+    return np.concatenate(parts, axis=1) if df.height else np.zeros((0, 0), np.float32)
+
+
+def ehr_shape(width: int, n_values: int, n_bins: int) -> Shape:
+    """The model :class:`Shape` of EHR rows of ``width`` with ``n_values`` = T*V entries.
+
+    >>> ehr_shape(6, 2, 1).mask_offset
+    2
+    """
+    return Shape(input_dim=width, target_dim=n_values, mask_offset=n_values, bins=n_bins,
+                 input_kind="ehr")
+
+
+def waveform_inputs(df: pl.DataFrame) -> np.ndarray:
+    """Waveform windows (or beats) of one channel -> float32 rows of samples.
+
+    >>> waveform_inputs(pl.DataFrame({"values": [[0.1, 0.2, None]]})).shape
+    (1, 3)
+    """
+    return list_column(df, "values", "waveform windows")
+
+
+def waveform_shape(width: int) -> Shape:
+    return Shape(input_dim=width, target_dim=width, input_kind="waveform")
+
+
+def best_device() -> str:
+    """CUDA, then Apple MPS, then CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@dataclass
+class Encoder:
+    """A trained autoencoder used for its code only: ``encode(rows) -> latents``."""
+
+    model: Any
+    device: str
+    batch_size: int = 4096
+
+    @property
+    def input_kind(self) -> str:
+        return self.model.input_kind
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.model.config.latent_dim)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        """float32 rows -> float32 latents (deterministic; a VAE gives its mean)."""
+        import torch
+
+        rows = np.asarray(batch, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self.model.shape.input_dim:
+            raise DataError(f"encode: expected rows of width {self.model.shape.input_dim}, "
+                            f"got shape {rows.shape}")
+        out = np.empty((rows.shape[0], self.latent_dim), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, rows.shape[0], self.batch_size):
+                x = torch.from_numpy(rows[start : start + self.batch_size]).to(self.device)
+                z = self.model.encode(x).float().cpu().numpy()
+                out[start : start + len(z)] = z
+        return out
+
+
+def load_encoder(model_uri: str, device: str | None = None) -> Encoder:
+    """Load a logged medae model (``models:/medae-ehr@champion``, ``runs:/...``) as an Encoder."""
+    import mlflow.pytorch
+
+    device = device or best_device()
+    model = mlflow.pytorch.load_model(model_uri, map_location=device)
+    model.eval()
+    log.info("loaded %s (%s, latent %d) on %s", model_uri, type(model).__name__,
+             model.config.latent_dim, device)
+    return Encoder(model=model, device=device)
