@@ -1,0 +1,161 @@
+"""Bounded reads of single- and multi-segment WFDB records at each signal's native rate.
+
+A record is described as a list of :class:`Segment` (a single-segment record is one segment;
+a multi-segment record lists its segments with their offsets on the record's time line, gaps
+``~`` and layout headers left out). :func:`iter_chunks` then reads a segment in chunks with
+``sampfrom/sampto`` and ``smooth_frames=False`` so memory stays bounded on records of any
+length and multi-rate signals keep their own rates (wfdb's default averages them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medae.errors import DataError
+from medae.waveforms.headers import read_header, readable_record
+
+log = logging.getLogger(__name__)
+
+# Bits per sample of each WFDB storage format (the invalid-sample sentinel is -2**(bits-1)).
+FORMAT_BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12,
+               "310": 10, "311": 10, "508": 8, "516": 16, "524": 24}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One readable stretch of a record (picklable, so it can be sent to workers)."""
+
+    path: str  # header path without ``.hea``
+    name: str
+    start_frame: int  # offset on the record's time line, in frames
+    n_frames: int
+    frame_fs: float
+    sig_names: tuple[str, ...]
+    samps_per_frame: tuple[int, ...]
+
+    def fs(self, i: int) -> float:
+        return self.frame_fs * self.samps_per_frame[i]
+
+
+@dataclass(frozen=True)
+class SkippedSegment:
+    name: str
+    reason: str
+
+
+@dataclass
+class ChannelChunk:
+    """One signal of one chunk: physical values (NaN where invalid) and clipped samples."""
+
+    name: str
+    fs: float
+    values: np.ndarray
+    clipped: np.ndarray
+
+
+@dataclass
+class Chunk:
+    """Frames ``[frame0, frame0 + n)`` of a segment; windows should start in ``[core_start,
+    core_stop)`` (the rest is padding so filters settle)."""
+
+    frame0: int
+    core_start: int
+    core_stop: int
+    channels: list[ChannelChunk]
+
+
+def _data_present(header, folder: Path) -> bool:
+    names = set(getattr(header, "file_name", None) or [])
+    return bool(names) and all((folder / n).exists() for n in names)
+
+
+def record_segments(path: str | Path) -> tuple[list[Segment], list[SkippedSegment], str | None]:
+    """The readable segments of a record, those skipped (with why) and any header repair.
+
+    Raises :class:`DataError` when the record's own header cannot be parsed.
+    """
+    path = Path(path)
+    header, repair = read_header(path)
+    if getattr(header, "seg_name", None) is None:
+        if not _data_present(header, path.parent):
+            return [], [SkippedSegment(path.name, "data file missing")], repair
+        return [_segment(header, path, 0)], [], repair
+    segments: list[Segment] = []
+    skipped: list[SkippedSegment] = []
+    offset = 0
+    for name, length in zip(header.seg_name, header.seg_len, strict=True):
+        start, offset = offset, offset + int(length)
+        if name == "~" or int(length) == 0:
+            continue  # a gap, or the layout header (zero length)
+        seg_path = path.parent / name
+        if not seg_path.with_name(name + ".hea").exists():
+            skipped.append(SkippedSegment(name, "header missing"))
+            continue
+        try:
+            seg_header, _ = read_header(seg_path)
+        except DataError as exc:
+            skipped.append(SkippedSegment(name, f"malformed header: {exc}"))
+            continue
+        if not _data_present(seg_header, path.parent):
+            skipped.append(SkippedSegment(name, "data file missing"))
+            continue
+        segments.append(_segment(seg_header, seg_path, start))
+    return segments, skipped, repair
+
+
+def _segment(header, path: Path, start: int) -> Segment:
+    n_sig = int(header.n_sig or 0)
+    spf = tuple(int(s or 1) for s in (header.samps_per_frame or [1] * n_sig))
+    return Segment(str(path), path.name, start, int(header.sig_len or 0), float(header.fs),
+                   tuple(header.sig_name or []), spf)
+
+
+def _clip_bounds(header, i: int) -> tuple[int, int, int]:
+    """``(sentinel, low, high)`` digital values: invalid marker and ADC saturation limits."""
+    bits = FORMAT_BITS.get(str(header.fmt[i]), 16)
+    sentinel = -(2 ** (bits - 1))
+    res = int((header.adc_res or [0] * (i + 1))[i] or 0)
+    if 0 < res < bits:
+        zero = int((header.adc_zero or [0] * (i + 1))[i] or 0)
+        return sentinel, zero - 2 ** (res - 1), zero + 2 ** (res - 1) - 1
+    return sentinel, sentinel + 1, 2 ** (bits - 1) - 1
+
+
+def iter_chunks(segment: Segment, chunk_frames: int, pad_frames: int = 0,
+                channels: Sequence[int] | None = None) -> Iterator[Chunk]:
+    """Read ``segment`` in chunks of ``chunk_frames`` core frames plus ``pad_frames`` either
+    side (clipped at the ends); only the listed channel indices are returned."""
+    import wfdb
+
+    wanted = list(range(len(segment.sig_names))) if channels is None else list(channels)
+    if not wanted or segment.n_frames <= 0:
+        return
+    with readable_record(segment.path) as readable:
+        for core_start in range(0, segment.n_frames, chunk_frames):
+            core_stop = min(core_start + chunk_frames, segment.n_frames)
+            lo = max(0, core_start - pad_frames)
+            hi = min(segment.n_frames, core_stop + pad_frames)
+            try:
+                rec = wfdb.rdrecord(str(readable), sampfrom=lo, sampto=hi, channels=wanted,
+                                    physical=False, smooth_frames=False)
+            except Exception as exc:  # noqa: BLE001 - wfdb raises many types on bad data
+                raise DataError(f"{segment.path}: cannot read frames {lo}-{hi} "
+                                f"({type(exc).__name__})") from None
+            yield Chunk(lo, core_start, core_stop, [
+                _to_physical(rec, j, segment.fs(i)) for j, i in enumerate(wanted)])
+
+
+def _to_physical(rec, j: int, fs: float) -> ChannelChunk:
+    digital = rec.e_d_signal[j]
+    sentinel, low, high = _clip_bounds(rec, j)
+    invalid = digital == sentinel
+    gain = float(rec.adc_gain[j] or 200.0)  # WFDB: a zero gain means the default 200/unit
+    values = (digital.astype(np.float64) - float(rec.baseline[j] or 0)) / gain
+    values[invalid] = np.nan
+    clipped = ((digital <= low) | (digital >= high)) & ~invalid
+    return ChannelChunk(rec.sig_name[j], fs, values, clipped)
