@@ -15,6 +15,11 @@ class ExportLatents(Section):
     per input window file.
     ``meds``: also write MEDS events (``LATENT//<model>//dNN``) under ``<out>/_meds/<modality>/``.
     ``alias``: registry alias to export (``champion``).
+    ``pseudonymise``: replace subject_id/hadm_id/stay_id/record_name by keyed HMAC-SHA256
+    pseudonyms (medae.privacy); the key comes from the environment variable
+    ``pseudonymise_key_env``, else the file ``pseudonymise_key_file``; no key = refuse.
+    ``encrypt``: Parquet modular encryption of the parts with the master keys in
+    ``encryption_key_file`` (``python -m medae.privacy keygen FILE`` creates one).
     """
 
     out: str = "data/latents"
@@ -22,6 +27,11 @@ class ExportLatents(Section):
     alias: str = "champion"
     batch_rows: int = Field(default=4096, ge=1)
     meds: bool = False
+    pseudonymise: bool = False
+    pseudonymise_key_env: str = "MEDAE_PSEUDONYM_KEY"
+    pseudonymise_key_file: str | None = None
+    encrypt: bool = False
+    encryption_key_file: str | None = None
 
 
 class Refresh(Section):

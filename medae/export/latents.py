@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError
 from medae.io import atomic_dir, write_json_atomic
+from medae.privacy.protection import Protection
 
 log = logging.getLogger(__name__)
 
@@ -209,17 +210,20 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: Path, *,
                     params_hash: str, batch_rows: int,
-                    meds_dir: Path | None = None) -> dict[str, Any]:
+                    meds_dir: Path | None = None,
+                    protection: Protection | None = None) -> dict[str, Any]:
     """Encode every windows file of ``modality`` into ``out_dir`` (atomic, incremental).
 
+    ``protection`` pseudonymises and/or encrypts the parts (medae.privacy; default: neither).
     Returns the manifest written to ``out_dir/_manifest.json``.
     """
+    protection = protection or Protection()
     inputs = sorted(modality.windows.glob("*.parquet"))
     if not inputs:
         raise DataError(f"{modality.windows}: no window files for modality '{modality.name}'; "
                         f"run the upstream stages first")
     previous = _read_json(out_dir / FINGERPRINTS)
-    lineage = f"{ref.name}:{ref.version}:{ref.run_id}:{params_hash}"
+    lineage = f"{ref.name}:{ref.version}:{ref.run_id}:{params_hash}:{protection.tag}"
     fingerprints: dict[str, str] = {}
     encoded = reused = 0
     with atomic_dir(out_dir) as staging:
@@ -230,25 +234,29 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
                 _link_or_copy(old, staging / path.name)
                 reused += 1
                 continue
-            encode_file(path, modality, encoder, ref, batch_rows).write_parquet(
-                staging / path.name, statistics=True)
+            latents = encode_file(path, modality, encoder, ref, batch_rows)
+            protection.write(protection.apply(latents), staging / path.name)
             encoded += 1
         write_json_atomic(staging / FINGERPRINTS, fingerprints)
-        manifest = build_manifest(staging, modality, ref, fingerprints, params_hash)
+        manifest = build_manifest(staging, modality, ref, fingerprints, params_hash,
+                                  protection)
         write_json_atomic(staging / MANIFEST, manifest)
     log.info("export %s: %d rows in %d files (%d encoded, %d unchanged)", modality.name,
              manifest["rows"], len(inputs), encoded, reused)
     if meds_dir is not None:
-        write_meds(out_dir, meds_dir)
+        write_meds(out_dir, meds_dir, protection)
     return {**manifest, "files_encoded": encoded, "files_reused": reused}
 
 
 def build_manifest(folder: Path, modality: Modality, ref: ModelRef,
-                   fingerprints: dict[str, str], params_hash: str) -> dict[str, Any]:
+                   fingerprints: dict[str, str], params_hash: str,
+                   protection: Protection | None = None) -> dict[str, Any]:
     """Row count and schema from the Parquet footers (no data read), lineage, versions."""
+    protection = protection or Protection()
     parts = sorted(folder.glob("*.parquet"))
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
-    schema = pl.scan_parquet(parts[0]).collect_schema() if parts else {}
+    footers = [protection.metadata(p) for p in parts]
+    rows = sum(n for n, _ in footers)
+    schema = footers[0][1] if footers else {}
     blob = json.dumps(fingerprints, sort_keys=True).encode()
     return {
         "modality": modality.name,
@@ -263,14 +271,18 @@ def build_manifest(folder: Path, modality: Modality, ref: ModelRef,
         "data_version": hashlib.sha256(blob).hexdigest()[:16],
         "params_hash": params_hash,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "pseudonymised": protection.key is not None,
+        "encrypted": protection.key_file is not None,
     }
 
 
-def write_meds(latent_dir: Path, meds_dir: Path) -> None:
+def write_meds(latent_dir: Path, meds_dir: Path, protection: Protection | None = None) -> None:
     """The latent table as MEDS events, one file per latent part (atomic folder swap)."""
+    protection = protection or Protection()
     with atomic_dir(meds_dir) as staging:
         for part in sorted(latent_dir.glob("*.parquet")):
-            meds_events(pl.read_parquet(part)).write_parquet(staging / part.name)
+            # parts are already pseudonymised; only the encryption applies again
+            protection.write(meds_events(protection.read(part)), staging / part.name)
 
 
 def resolve_alias(tracking_uri: str, name: str, alias: str) -> ModelRef:
@@ -302,11 +314,14 @@ def modalities(params: Any) -> dict[str, Modality]:
 
 def run(params: Any) -> dict[str, Any]:
     """Export every configured modality's champion latents; returns rows per modality."""
+    cfg = params.export_latents
+    # refuse (no key) before the heavy imports, any model load or any output touched
+    protection = Protection.from_config(cfg, base=params.root)
+
     import mlflow
 
     from medae.training.encode import load_encoder
 
-    cfg = params.export_latents
     uri = params.mlflow_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -322,6 +337,7 @@ def run(params: Any) -> dict[str, Any]:
             params_hash=params.section_hash("export_latents", modality.upstream_section),
             batch_rows=cfg.batch_rows,
             meds_dir=out_root / "_meds" / name if cfg.meds else None,
+            protection=protection,
         )
         summary["modalities"][name] = {k: manifest[k] for k in (
             "rows", "files", "files_encoded", "files_reused", "model_version", "data_version")}

@@ -5,6 +5,8 @@
   ``record_name``), the key from an environment variable or a key file.
 - :func:`write_table` / :func:`read_table` (``medae.privacy.encryption``): optional Parquet
   modular encryption with a local key-file KMS client (demo-grade key management).
+- :class:`Protection` (``medae.privacy.protection``): both, built from the ``export_latents``
+  params, for the export writer.
 - Owner-only output modes are applied by :mod:`medae.io`.
 
 The names are re-exported lazily so that importing this package (e.g. from a config module
@@ -25,6 +27,7 @@ _EXPORTS = {
     "read_table": "medae.privacy.encryption",
     "create_key_file": "medae.privacy.encryption",
     "is_encrypted": "medae.privacy.encryption",
+    "Protection": "medae.privacy.protection",
 }
 
 __all__ = sorted(_EXPORTS)

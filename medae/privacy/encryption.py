@@ -168,15 +168,23 @@ def _parquet_files(path: Path) -> list[Path]:
     return [path]
 
 
-def _read_one(path: Path, encryption: str | os.PathLike[str] | None) -> pa.Table:
-    decryption = None
-    if encryption is not None:
-        import pyarrow.parquet.encryption as pe
+def check_key_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`~medae.errors.ConfigError` unless ``path`` is a usable key file."""
+    _load_master_keys(Path(path))
 
-        factory, connection = _crypto(encryption)
-        decryption = factory.file_decryption_properties(
-            connection, pe.DecryptionConfiguration(cache_lifetime=timedelta(minutes=5))
-        )
+
+def decryption_properties(key_file: str | os.PathLike[str]) -> Any:
+    """pyarrow ``FileDecryptionProperties`` for files encrypted with ``key_file``."""
+    import pyarrow.parquet.encryption as pe
+
+    factory, connection = _crypto(key_file)
+    return factory.file_decryption_properties(
+        connection, pe.DecryptionConfiguration(cache_lifetime=timedelta(minutes=5))
+    )
+
+
+def _read_one(path: Path, encryption: str | os.PathLike[str] | None) -> pa.Table:
+    decryption = None if encryption is None else decryption_properties(encryption)
     try:
         return pq.ParquetFile(path, decryption_properties=decryption).read()
     except (OSError, pa.ArrowException, _WrongKey, KeyError) as exc:
