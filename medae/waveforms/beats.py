@@ -222,7 +222,7 @@ def extract_beats(record_path: str | Path, channel: str | None = None, *,
     length = int(round((before_s + after_s) * fs_used))
     values = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, length), np.float32)
     peaks = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int64)
-    symbols = _reference_symbols(path, reference, peaks, native_fs)
+    symbols = symbols_for(peaks, load_reference(path, reference), native_fs)
     return BeatTable(values, peaks, symbols, fs_used, canonical_channel(chosen) or chosen,
                      native_fs, [s.name for s in skipped])
 
@@ -235,31 +235,54 @@ def _beats_in_chunk(x, fs_in, fs_out, core, offset, before_s, after_s, normalize
                              filter_sos(float(fs_in), ECG_BAND, None))
     if fs_out != fs_in:
         filtered = resample_runs(filtered, fs_in, fs_out)
-    before, length = int(round(before_s * fs_out)), int(round((before_s + after_s) * fs_out))
-    centre = np.round(peaks * (fs_out / fs_in)).astype(np.int64)
+    beats, kept = cut_beats(filtered, fs_out, peaks, fs_in, before_s, after_s, normalize)
+    return beats, kept + offset
+
+
+def cut_beats(filtered: np.ndarray, fs: float, peaks: np.ndarray, native_fs: float,
+              before_s: float, after_s: float, normalize: str) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-length beats from ``filtered`` (at ``fs``) around ``peaks`` (native samples):
+    ``(values float32 (n, len), peaks kept)``; beats running off the ends or over a gap are
+    left out.
+
+    >>> sig = np.sin(np.arange(100) / 3.0)
+    >>> values, kept = cut_beats(sig, 10.0, np.array([1, 50, 99]), 10.0, 0.2, 0.3, "none")
+    >>> values.shape, kept.tolist()
+    ((1, 5), [50])
+    """
+    before, length = int(round(before_s * fs)), int(round((before_s + after_s) * fs))
+    centre = np.round(peaks * (fs / native_fs)).astype(np.int64)
     keep = (centre - before >= 0) & (centre - before + length <= len(filtered))
     centre, peaks = centre[keep], peaks[keep]
     beats = filtered[(centre - before)[:, None] + np.arange(length)[None, :]]
     finite = np.isfinite(beats).all(axis=1)
-    beats = normalise_windows(beats[finite], normalize).astype(np.float32)
-    return beats, peaks[finite] + offset
+    return normalise_windows(beats[finite], normalize).astype(np.float32), peaks[finite]
 
 
-def _reference_symbols(path: Path, extension: str | None, peaks: np.ndarray,
-                       fs: float) -> list[str | None]:
-    """The reference beat symbol within 150 ms of each peak, or ``None``."""
-    if not extension or not path.with_name(f"{path.name}.{extension}").exists() or not len(peaks):
-        return [None] * len(peaks)
+def load_reference(path: Path, extension: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Reference beat annotations ``(samples int64, symbols)`` of a record, or ``None``."""
+    if not extension or not path.with_name(f"{path.name}.{extension}").exists():
+        return None
     import wfdb
 
     ann = wfdb.rdann(str(path), extension)
     is_beat = np.array([s in BEAT_SYMBOLS for s in ann.symbol], dtype=bool)
-    ref = np.asarray(ann.sample, dtype=np.int64)[is_beat]
-    ref_symbols = np.asarray(ann.symbol, dtype=object)[is_beat]
-    if len(ref) == 0:
+    return (np.asarray(ann.sample, dtype=np.int64)[is_beat],
+            np.asarray(ann.symbol, dtype=object)[is_beat])
+
+
+def symbols_for(peaks: np.ndarray, reference: tuple[np.ndarray, np.ndarray] | None,
+                fs: float, tolerance_s: float = 0.15) -> list[str | None]:
+    """The reference beat symbol within ``tolerance_s`` of each peak, or ``None``.
+
+    >>> symbols_for(np.array([10, 500]), (np.array([12, 300]), np.array(["N", "V"])), 100.0)
+    ['N', None]
+    """
+    if reference is None or len(reference[0]) == 0 or not len(peaks):
         return [None] * len(peaks)
+    ref, ref_symbols = reference
     right = np.clip(np.searchsorted(ref, peaks), 0, len(ref) - 1)
     left = np.clip(right - 1, 0, len(ref) - 1)
     nearest = np.where(np.abs(ref[left] - peaks) <= np.abs(ref[right] - peaks), left, right)
-    close = np.abs(ref[nearest] - peaks) <= int(0.15 * fs)
+    close = np.abs(ref[nearest] - peaks) <= int(tolerance_s * fs)
     return [str(ref_symbols[n]) if ok else None for n, ok in zip(nearest, close, strict=True)]

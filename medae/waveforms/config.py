@@ -1,18 +1,65 @@
-"""params.yaml sections of the waveform stages."""
+"""params.yaml sections of the waveform stages (every key also appears in params.yaml)."""
+
+from typing import Literal
+
+from pydantic import Field
 
 from medae.config_base import Section
 
 
 class WaveformSource(Section):
-    """Where the WFDB records are read from (``waveforms.source``)."""
+    """Where the WFDB records are read from (``waveforms.source``) and how subjects are named.
+
+    ``subject_pattern``: a regular expression tried on the record name, then on each parent
+    folder from the deepest up; its first group is the subject id (MIMIC ``p000878``,
+    ``s00001``, ``p10014354``). Records that match nothing get a null subject id.
+    """
 
     source: str = "data/source/waveforms"
+    subject_pattern: str = r"^[ps](\d{5,})(?:[-_].*)?$"
 
 
 class CatalogWaveforms(Section):
+    """``catalog_waveforms``: one row per record (headers only) plus quarantined records."""
+
     out: str = "data/interim/waveform_catalog.parquet"
+    quarantine: str = "data/interim/waveform_catalog_quarantine.parquet"
 
 
 class WindowWaveforms(Section):
+    """``window_waveforms``: filtered, resampled, quality-checked, normalised windows + beats.
+
+    Per-kind maps (``rates``, ``bands``, ``min_range``) are keyed by signal kind (``ecg``,
+    ``ppg``, ``abp``, ``resp``, ``pressure``, ``co2``); a kind missing from ``rates`` keeps its
+    native rate, one missing from ``bands`` is not filtered.
+    """
+
     out: str = "data/features/waveform_windows"
+    beats_out: str = "data/features/waveform_beats"
     report: str = "reports/dq_waveforms.json"
+    channels: list[str] | None = None  # canonical channels to keep; null = every known one
+    window_s: float = Field(10.0, gt=0)
+    stride_s: float = Field(10.0, gt=0)
+    chunk_s: float = Field(600.0, gt=0)  # core length of one bounded read
+    min_native_fs: float = 10.0  # slower channels (numerics trends) are not waveforms
+    rates: dict[str, float] = {"ecg": 125.0, "ppg": 125.0, "abp": 125.0, "pressure": 125.0,
+                               "resp": 25.0, "co2": 25.0}
+    bands: dict[str, tuple[float | None, float | None]] = {
+        "ecg": (0.5, 40.0), "ppg": (0.5, 8.0), "abp": (None, 20.0), "pressure": (None, 20.0),
+        "resp": (0.05, 2.0), "co2": (None, 5.0)}
+    mains_hz: float | None = 60.0
+    notch_kinds: list[str] = ["ecg"]
+    bridge_gap_s: float = 0.05  # NaN gaps this short are interpolated, not split
+    gap_policy: Literal["drop", "mask"] = "drop"
+    max_nan_frac: float = Field(0.2, ge=0, le=1)  # used by gap_policy=mask
+    flat_min_s: float = 0.5
+    max_flat_frac: float = Field(0.2, ge=0, le=1)
+    max_clip_frac: float = Field(0.05, ge=0, le=1)
+    min_range: dict[str, float] = {"ecg": 0.05, "abp": 5.0}
+    min_q_beat: float = Field(0.5, ge=0, le=1)
+    normalize: Literal["zscore", "robust", "none"] = "zscore"
+    beats: bool = True
+    beat_fs: float = 125.0
+    beat_before_s: float = 0.25
+    beat_after_s: float = 0.45
+    reference_annotation: str | None = "atr"

@@ -44,8 +44,12 @@ class Segment:
 
 @dataclass(frozen=True)
 class SkippedSegment:
+    """A segment listed by the master header that cannot be read, and why."""
+
     name: str
     reason: str
+    start_frame: int = 0
+    n_frames: int = 0
 
 
 @dataclass
@@ -81,10 +85,16 @@ def record_segments(path: str | Path) -> tuple[list[Segment], list[SkippedSegmen
     """
     path = Path(path)
     header, repair = read_header(path)
+    return (*layout_segments(header, path), repair)
+
+
+def layout_segments(header, path: Path) -> tuple[list[Segment], list[SkippedSegment]]:
+    """Readable and skipped segments of an already parsed header (see record_segments)."""
     if getattr(header, "seg_name", None) is None:
+        n_frames = int(header.sig_len or 0)
         if not _data_present(header, path.parent):
-            return [], [SkippedSegment(path.name, "data file missing")], repair
-        return [_segment(header, path, 0)], [], repair
+            return [], [SkippedSegment(path.name, "data file missing", 0, n_frames)]
+        return [_segment(header, path, 0)], []
     segments: list[Segment] = []
     skipped: list[SkippedSegment] = []
     offset = 0
@@ -94,18 +104,18 @@ def record_segments(path: str | Path) -> tuple[list[Segment], list[SkippedSegmen
             continue  # a gap, or the layout header (zero length)
         seg_path = path.parent / name
         if not seg_path.with_name(name + ".hea").exists():
-            skipped.append(SkippedSegment(name, "header missing"))
+            skipped.append(SkippedSegment(name, "header missing", start, int(length)))
             continue
         try:
             seg_header, _ = read_header(seg_path)
-        except DataError as exc:
-            skipped.append(SkippedSegment(name, f"malformed header: {exc}"))
+        except DataError:
+            skipped.append(SkippedSegment(name, "malformed header", start, int(length)))
             continue
         if not _data_present(seg_header, path.parent):
-            skipped.append(SkippedSegment(name, "data file missing"))
+            skipped.append(SkippedSegment(name, "data file missing", start, int(length)))
             continue
         segments.append(_segment(seg_header, seg_path, start))
-    return segments, skipped, repair
+    return segments, skipped
 
 
 def _segment(header, path: Path, start: int) -> Segment:

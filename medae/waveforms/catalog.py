@@ -1,0 +1,234 @@
+"""``catalog_waveforms``: list every WFDB record under ``waveforms.source`` from headers only.
+
+One row per record: name, path, subject id, base date-time, per-signal rates and channels,
+length, and its segments with whether each one's data file is present. A record whose header
+cannot be parsed even by the tolerant fallback is quarantined with a reason; a missing segment
+is listed with ``has_data = false`` and its reason; nothing stops the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from medae.errors import DataError
+from medae.io import atomic_path
+from medae.waveforms.channels import canonical_channel
+from medae.waveforms.headers import read_header
+from medae.waveforms.reader import layout_segments
+
+log = logging.getLogger(__name__)
+
+SEGMENT = pl.Struct({"name": pl.String, "start_frame": pl.Int64, "n_frames": pl.Int64,
+                     "has_data": pl.Boolean, "reason": pl.String})
+CATALOG_SCHEMA = pl.Schema({
+    "record_name": pl.String, "path": pl.String, "subject_id": pl.Int64,
+    "base_datetime": pl.Datetime("us"), "base_time": pl.String, "frame_fs": pl.Float64,
+    "n_frames": pl.Int64, "duration_s": pl.Float64, "multi_segment": pl.Boolean,
+    "channels": pl.List(pl.String), "canonical": pl.List(pl.String), "fs": pl.List(pl.Float64),
+    "segments": pl.List(SEGMENT), "n_segments": pl.Int32, "n_segments_missing": pl.Int32,
+    "header_repair": pl.String, "annotations": pl.List(pl.String), "fingerprint": pl.String,
+})
+QUARANTINE_SCHEMA = pl.Schema({"path": pl.String, "reason": pl.String})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A header file that may be a record (not yet known whether it is a segment)."""
+
+    path: Path  # without .hea
+    listed: bool | None  # True/False when the folder has a RECORDS file, else None
+
+
+def find_headers(source: Path) -> tuple[list[Candidate], list[dict[str, str]]]:
+    """Every ``.hea`` under ``source`` (sorted), and RECORDS entries whose header is missing.
+
+    A folder's ``RECORDS`` file, when present, says which of its headers are records.
+    """
+    candidates, missing = [], []
+    for folder, dirs, files in os.walk(source):
+        dirs.sort()
+        here = Path(folder)
+        listed = _records_file(here)
+        headers = sorted(f[:-4] for f in files if f.endswith(".hea"))
+        for name in headers:
+            candidates.append(Candidate(here / name, None if listed is None else name in listed))
+        for name in sorted((listed or set()) - set(headers)):
+            missing.append({"path": str((here / name).relative_to(source)),
+                            "reason": "listed in RECORDS but header missing"})
+    return candidates, missing
+
+
+def _records_file(folder: Path) -> set[str] | None:
+    file = folder / "RECORDS"
+    if not file.is_file():
+        return None
+    entries = (line.strip() for line in file.read_text(encoding="latin-1").splitlines())
+    # Entries ending in "/" are sub-folders (walked anyway); the rest are record names.
+    return {e for e in entries if e and not e.endswith("/")}
+
+
+def subject_id(path: Path, source: Path, pattern: str) -> int | None:
+    """The subject id from the record name or the nearest parent folder matching ``pattern``.
+
+    >>> subject_id(Path("/d/p00/p000878/p000878-2137-10-26-16-57"), Path("/d"),
+    ...            r"^[ps](\\d{5,})(?:[-_].*)?$")
+    878
+    >>> subject_id(Path("/d/mitdb/100"), Path("/d"), r"^[ps](\\d{5,})(?:[-_].*)?$") is None
+    True
+    """
+    regex = re.compile(pattern)
+    for part in reversed(path.relative_to(source).parts):
+        match = regex.match(part)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _base_datetime(header) -> tuple[dt.datetime | None, str | None]:
+    time = getattr(header, "base_time", None)
+    date = getattr(header, "base_date", None)
+    time_text = time.isoformat() if time is not None else None
+    if time is None or date is None:
+        return None, time_text
+    return dt.datetime.combine(date, time), time_text
+
+
+def _channels(header, segments) -> tuple[list[str], list[float]]:
+    """Channel names and native rates: the record's own, or for a multi-segment record the
+    layout header's followed by any other channel a readable segment has."""
+    names: list[str] = []
+    rates: list[float] = []
+    if getattr(header, "seg_name", None) is None:
+        spf = header.samps_per_frame or [1] * int(header.n_sig or 0)
+        return list(header.sig_name or []), [float(header.fs) * int(s or 1) for s in spf]
+    layout = getattr(header, "_layout", None)
+    if layout is not None:
+        for name, spf in zip(layout.sig_name or [], layout.samps_per_frame or [], strict=False):
+            names.append(name)
+            rates.append(float(layout.fs) * int(spf or 1))
+    for seg in segments:
+        for i, name in enumerate(seg.sig_names):
+            if name not in names:
+                names.append(name)
+                rates.append(seg.fs(i))
+    return names, rates
+
+
+def _layout_header(header, path: Path):
+    """The layout header of a multi-segment record (first segment of length 0), if present."""
+    if getattr(header, "seg_name", None) is None or not header.seg_len:
+        return None
+    first, length = header.seg_name[0], int(header.seg_len[0])
+    layout = path.parent / first
+    if length != 0 or first == "~" or not layout.with_name(first + ".hea").exists():
+        return None
+    try:
+        return read_header(layout)[0]
+    except DataError:
+        return None
+
+
+def _fingerprint(path: Path, files: list[str]) -> str:
+    """A hash of the record's file names, sizes and modification times (cheap, no reads)."""
+    digest = hashlib.sha256()
+    for name in sorted(set(files)):
+        file = path.parent / name
+        stat = file.stat() if file.exists() else None
+        digest.update(f"{name}:{stat.st_size if stat else -1}:"
+                      f"{stat.st_mtime_ns if stat else -1};".encode())
+    return digest.hexdigest()[:16]
+
+
+def describe_record(path: Path, source: Path, pattern: str) -> dict[str, Any]:
+    """One catalog row for the record whose header is ``<path>.hea`` (raises DataError)."""
+    header, repair = read_header(path)
+    readable, skipped = layout_segments(header, path)
+    header._layout = _layout_header(header, path)  # noqa: SLF001 - read by _channels only
+    names, rates = _channels(header, readable)
+    multi = getattr(header, "seg_name", None) is not None
+    segments = sorted(
+        [{"name": s.name, "start_frame": s.start_frame, "n_frames": s.n_frames,
+          "has_data": True, "reason": None} for s in readable]
+        + [{"name": s.name, "start_frame": s.start_frame, "n_frames": s.n_frames,
+            "has_data": False, "reason": s.reason} for s in skipped],
+        key=lambda s: (s["start_frame"], s["name"]))
+    files = [path.name + ".hea"]
+    if multi:
+        files += [s["name"] + ".hea" for s in segments]
+    for seg in readable:
+        files += list(read_header(Path(seg.path))[0].file_name or [])
+    base, base_time = _base_datetime(header)
+    frame_fs = float(header.fs)
+    n_frames = int(header.sig_len or 0)
+    annotations = sorted(f.name[len(path.name) + 1:] for f in path.parent.glob(path.name + ".*")
+                         if f.suffix not in (".hea", ".dat") and f.name.count(".") == 1)
+    return {
+        "record_name": str(header.record_name), "path": str(path.relative_to(source)),
+        "subject_id": subject_id(path, source, pattern), "base_datetime": base,
+        "base_time": base_time, "frame_fs": frame_fs, "n_frames": n_frames,
+        "duration_s": n_frames / frame_fs if frame_fs > 0 else None, "multi_segment": multi,
+        "channels": names, "canonical": [canonical_channel(n) for n in names], "fs": rates,
+        "segments": segments, "n_segments": len(segments),
+        "n_segments_missing": len(skipped), "header_repair": repair,
+        "annotations": annotations, "fingerprint": _fingerprint(path, files),
+        "_members": [n for n in (getattr(header, "seg_name", None) or []) if n != "~"],
+    }
+
+
+def build_catalog(source: Path, pattern: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(catalog, quarantine)`` for every record under ``source``, both sorted by path."""
+    candidates, quarantine = find_headers(source)
+    rows, failures = [], {}
+    for cand in candidates:
+        if cand.listed is False:
+            continue
+        try:
+            rows.append(describe_record(cand.path, source, pattern))
+        except DataError as exc:
+            failures[cand.path] = str(exc)
+    # Segment and layout headers are parts of a multi-segment record, not records.
+    segment_names = {(Path(r["path"]).parent, name) for r in rows for name in r.pop("_members")}
+    rows = [r for r in rows if (Path(r["path"]).parent, Path(r["path"]).name) not in segment_names]
+    for path, reason in failures.items():
+        rel = path.relative_to(source)
+        if (rel.parent, rel.name) not in segment_names:
+            quarantine.append({"path": str(rel), "reason": _relative(reason, source)})
+    catalog = pl.DataFrame(rows, schema=CATALOG_SCHEMA).sort("path")
+    return catalog, pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA).sort("path")
+
+
+def _relative(message: str, source: Path) -> str:
+    return message.replace(str(source) + os.sep, "")
+
+
+def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp, statistics=False)
+
+
+def run(params) -> dict[str, Any]:
+    """Stage ``catalog_waveforms``: scan ``waveforms.source`` and write the catalog."""
+    source = params.path(params.waveforms.source)
+    if not source.is_dir():
+        raise DataError(f"{source}: waveform source folder not found (waveforms.source)")
+    cfg = params.catalog_waveforms
+    catalog, quarantine = build_catalog(source.resolve(), params.waveforms.subject_pattern)
+    write_parquet_atomic(catalog, params.path(cfg.out))
+    write_parquet_atomic(quarantine, params.path(cfg.quarantine))
+    for row in quarantine.iter_rows(named=True):
+        log.warning("quarantined %s: %s", row["path"], row["reason"])
+    missing = int(catalog["n_segments_missing"].sum()) if catalog.height else 0
+    log.info("catalog: %d records, %d quarantined, %d segments without data",
+             catalog.height, quarantine.height, missing)
+    return {"records": catalog.height, "quarantined": quarantine.height,
+            "segments_missing": missing, "out": str(params.path(cfg.out)),
+            "quarantine": str(params.path(cfg.quarantine))}
