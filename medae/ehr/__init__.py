@@ -2,4 +2,8 @@
 
 # Stage name -> "module:function"; the function takes a Params and returns a JSON-able summary.
 # Strings, not imports, so that `medae --help` stays instant.
-STAGES: dict[str, str] = {}
+STAGES: dict[str, str] = {
+    "ingest_ehr": "medae.ehr.ingest:run",
+    "clean_ehr": "medae.ehr.clean:run",
+    "featurize_ehr": "medae.ehr.featurize:run",
+}

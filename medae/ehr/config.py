@@ -20,8 +20,12 @@ class IngestEhr(Section):
 
 
 class CleanEhr(Section):
+    """MEDS store, DQ report, variable dictionary (null = the packaged one) and splits."""
+
     out: str = "data/interim/meds"
     report: str = "reports/dq_ehr.json"
+    dictionary: str | None = None
+    dataset_name: str = "medae"
     split_seed: int = 0
     train_fraction: float = Field(default=0.8, gt=0, lt=1)
     tuning_fraction: float = Field(default=0.1, ge=0, lt=1)

@@ -1,0 +1,152 @@
+"""Stage ``clean_ehr``: ingested tables -> a MEDS 0.4 store and a data-quality report.
+
+Per shard (run through :func:`medae.executor.map_items`): lab, chart and output events are mapped
+through the variable dictionary (:mod:`medae.ehr.events`), removals and conversions are counted,
+events are attached to ICU stays, exact duplicates dropped, and the shard is written sorted by
+subject and time as ``<out>/data/shard_NNNN.parquet``. Then, over all shards:
+``metadata/codes.parquet`` (every code with a description), ``metadata/subject_splits.parquet``
+and ``metadata/dataset.json``, and the report ``reports/dq_ehr.{json,md}``.
+
+A shard whose ingested files and dictionary are unchanged is not recomputed and its file is left
+untouched; its counts and codes come from ``<out>/_fingerprints.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from medae.ehr.dictionary import load_dictionary
+from medae.ehr.dq import count_flags, merge_counts, write_report
+from medae.ehr.events import (
+    MEDS_SCHEMA,
+    RAW_PREFIX,
+    apply_dictionary,
+    assign_stays,
+    flag_duplicates,
+    source_events,
+    structural_events,
+    to_meds,
+)
+from medae.ehr.meds import assign_splits, code_metadata, write_dataset_json, write_parquet_atomic
+from medae.ehr.shards import digest, files_digest, load_fingerprints, save_fingerprints, shard_name
+from medae.ehr.tables import SUBJECT_TABLES, TABLES, canonical_schema
+from medae.errors import DataError
+from medae.executor import map_items
+from medae.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+KEEP_COLUMNS = [*MEDS_SCHEMA.names(), "table", "var", "f_converted", "f_unknown_unit",
+                "f_outlier", "f_clipped", "f_text_only", "f_no_time"]
+
+
+def _scan(raw: Path, table: str, shard: int) -> pl.LazyFrame:
+    """One ingested shard, or an empty typed frame when the table was not ingested."""
+    path = raw / table / f"{shard_name(shard)}.parquet"
+    if path.exists():
+        return pl.scan_parquet(path)
+    return pl.LazyFrame(schema=canonical_schema(TABLES[table]))
+
+
+def clean_shard(item: dict[str, Any]) -> dict[str, Any]:
+    """Clean one shard and write its MEDS file (module-level: runs in executor workers)."""
+    raw, out, shard = Path(item["raw"]), Path(item["out"]), int(item["shard"])
+    dictionary = load_dictionary(item["dictionary"])
+    stays = _scan(raw, "icustays", shard)
+    events = pl.concat([source_events(_scan(raw, t, shard), t) for t in RAW_PREFIX])
+    flagged = apply_dictionary(events, dictionary).select(KEEP_COLUMNS).collect()
+    removed = pl.col("f_outlier") | pl.col("f_unknown_unit") | pl.col("f_no_time")
+    kept = flag_duplicates(assign_stays(flagged.lazy().filter(~removed), stays)).collect()
+    counts = count_flags(flagged, kept)
+    del flagged
+    structural = structural_events(_scan(raw, "patients", shard),
+                                   _scan(raw, "admissions", shard), stays)
+    typed = [pl.col(n).cast(t) for n, t in MEDS_SCHEMA.items()]
+    meds = to_meds(pl.concat([
+        kept.lazy().filter(~pl.col("f_duplicate")).select(typed), structural.select(typed),
+    ])).collect()
+    target = out / "data" / f"{shard_name(shard)}.parquet"
+    with atomic_path(target) as tmp:
+        meds.write_parquet(tmp)
+    return {"dq": counts, "codes": meds["code"].unique().sort().to_list(),
+            "rows": meds.height, "subjects": meds["subject_id"].n_unique()}
+
+
+def _raw_state(params: Any) -> tuple[Path, int]:
+    raw = params.path(params.ingest_ehr.out)
+    state = load_fingerprints(raw)
+    if not state.get("tables"):
+        raise DataError(f"{raw}: no ingested EHR tables; run `medae run ingest_ehr` first")
+    return raw, int(state["shards"])
+
+
+def _shard_fingerprint(raw: Path, shard: int, dictionary_digest: str) -> str:
+    files = [raw / t / f"{shard_name(shard)}.parquet" for t in SUBJECT_TABLES]
+    return digest(files_digest(files), dictionary_digest, FORMAT_VERSION)
+
+
+def _etl_version() -> str:
+    try:
+        return version("medae")
+    except PackageNotFoundError:  # pragma: no cover - running from a plain checkout
+        return "0+unknown"
+
+
+def _write_metadata(params: Any, raw: Path, out: Path, dictionary: Any,
+                    entries: dict[str, Any]) -> pl.DataFrame:
+    """codes.parquet, subject_splits.parquet and dataset.json; returns the splits."""
+    cfg = params.clean_ehr
+    codes = {c for e in entries.values() for c in e["codes"]}
+    write_parquet_atomic(code_metadata(codes, dictionary, raw), out / "metadata" / "codes.parquet")
+    subjects = pl.read_parquet(raw / "patients" / "*.parquet")["subject_id"].to_list()
+    splits = assign_splits(subjects, cfg.train_fraction, cfg.tuning_fraction, cfg.split_seed)
+    write_parquet_atomic(splits, out / "metadata" / "subject_splits.parquet")
+    data_version = digest(sorted(e["fingerprint"] for e in entries.values()))
+    write_dataset_json(out / "metadata" / "dataset.json", cfg.dataset_name, data_version,
+                       _etl_version())
+    return splits
+
+
+def run(params: Any) -> dict[str, Any]:
+    """Clean every changed shard, then rewrite the metadata and the DQ report."""
+    cfg = params.clean_ehr
+    raw, shards = _raw_state(params)
+    out = params.path(cfg.out)
+    dictionary = load_dictionary(params.path(cfg.dictionary) if cfg.dictionary else None)
+    previous = load_fingerprints(out).get("shards", {})
+    entries: dict[str, Any] = {}
+    todo = []
+    for shard in range(shards):
+        name = shard_name(shard)
+        fp = _shard_fingerprint(raw, shard, dictionary.digest)
+        old = previous.get(name)
+        if old and old["fingerprint"] == fp and (out / "data" / f"{name}.parquet").exists():
+            entries[name] = old
+        else:
+            todo.append({"raw": str(raw), "out": str(out), "shard": shard, "fingerprint": fp,
+                         "dictionary": dictionary.path if cfg.dictionary else None})
+    log.info("clean_ehr: %d shards, %d to recompute", shards, len(todo))
+    results = map_items(clean_shard, todo, params.executor,
+                        names=[shard_name(t["shard"]) for t in todo], desc="clean_ehr shards")
+    for item, result in zip(todo, results.values, strict=True):
+        entries[shard_name(item["shard"])] = {"fingerprint": item["fingerprint"], **result}
+    for stale in (out / "data").glob("shard_*.parquet"):
+        if stale.stem not in entries:
+            stale.unlink()
+    splits = _write_metadata(params, raw, out, dictionary, entries)
+    report = merge_counts(e["dq"] for e in entries.values())
+    report["splits"] = dict(sorted(splits.group_by("split").len().iter_rows()))
+    report["dictionary"] = {"path": dictionary.path, "version": dictionary.version,
+                            "digest": dictionary.digest}
+    write_report(params.path(cfg.report), report)
+    save_fingerprints(out, {"shards": dict(sorted(entries.items()))})
+    return {"out": str(out), "shards": shards, "recomputed": [t["shard"] for t in todo],
+            "rows": sum(e["rows"] for e in entries.values()),
+            "codes": len({c for e in entries.values() for c in e["codes"]}),
+            "report": str(params.path(cfg.report))}

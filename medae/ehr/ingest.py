@@ -1,0 +1,168 @@
+"""Stage ``ingest_ehr``: MIMIC tables -> typed Parquet under ``data/raw/ehr/``, sharded by subject.
+
+Reads ``ehr.source`` (layout detected, see :mod:`medae.ehr.tables`) and writes, for every table
+whose rows belong to a subject, ``<out>/<table>/shard_NNNN.parquet`` (one file per shard, empty
+shards included so readers never special-case), and ``<out>/<table>.parquet`` for the item
+dictionaries. Nothing is materialised: each table is one lazy scan streamed into a partitioned
+sink. A table whose source file is unchanged (path, size, mtime) is skipped; a changed one is
+re-streamed, but only the shard files whose rows changed are replaced, so unaffected shards keep
+their bytes and downstream stages skip them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from medae.ehr.shards import (
+    load_fingerprints,
+    same_content,
+    save_fingerprints,
+    shard_expr,
+    shard_name,
+)
+from medae.ehr.tables import (
+    SUBJECT_TABLES,
+    TABLES,
+    canonical_schema,
+    detect_layout,
+    find_table,
+    scan_table,
+)
+from medae.errors import DataError
+from medae.executor import map_items
+from medae.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+# Bump when the ingest output format changes: every table is then re-ingested.
+FORMAT_VERSION = 1
+
+
+def shard_files(out: Path, table: str, shards: int) -> list[Path]:
+    """The shard files of an ingested subject table, in shard order."""
+    return [out / table / f"{shard_name(s)}.parquet" for s in range(shards)]
+
+
+def source_fingerprint(path: Path, layout: str, shards: int) -> dict[str, Any]:
+    """What decides whether a table must be re-ingested (cheap: no content read)."""
+    stat = path.stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "layout": layout, "shards": shards, "format": FORMAT_VERSION}
+
+
+def _replace_if_changed(new: Path, target: Path) -> bool:
+    """Move ``new`` onto ``target`` unless it holds the same rows; True when replaced."""
+    if same_content(target, new):
+        new.unlink()
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(new, target)
+    return True
+
+
+def _collect_partition(folder: Path, schema: pl.Schema, dest: Path) -> None:
+    """Write the rows a partitioned sink left in ``folder`` (0..n files) to one file."""
+    parts = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if len(parts) == 1:
+        os.replace(parts[0], dest)
+    elif parts:
+        pl.scan_parquet(parts).sink_parquet(dest)
+    else:
+        pl.DataFrame(schema=schema).write_parquet(dest)
+
+
+def ingest_table(item: dict[str, Any]) -> dict[str, Any]:
+    """Ingest one table (a module-level function: it runs in executor workers)."""
+    spec = TABLES[item["table"]]
+    path, out, shards = Path(item["path"]), Path(item["out"]), int(item["shards"])
+    lf = scan_table(path, spec, item["layout"])
+    if spec.name not in SUBJECT_TABLES:
+        with atomic_path(out / f"{spec.name}.parquet") as tmp:
+            lf.sort("itemid").sink_parquet(tmp)
+        return {"table": spec.name, "changed_shards": []}
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=out))
+    try:
+        lf.with_columns(shard_expr(shards)).sink_parquet(
+            pl.PartitionBy(staging / "parts", key="shard", include_key=False,
+                           approximate_bytes_per_file=None)
+        )
+        changed = []
+        for shard, target in enumerate(shard_files(out, spec.name, shards)):
+            fresh = staging / target.name
+            _collect_partition(staging / "parts" / f"shard={shard}", canonical_schema(spec), fresh)
+            if _replace_if_changed(fresh, target):
+                changed.append(shard)
+    except pl.exceptions.PolarsError as exc:
+        raise DataError(f"{path}: cannot be read as table '{spec.name}': "
+                        f"{str(exc).splitlines()[0]}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for stale in (out / spec.name).glob("shard_*.parquet"):
+        if int(stale.stem.split("_")[1]) >= shards:  # left over from a larger shard count
+            stale.unlink()
+    return {"table": spec.name, "changed_shards": changed}
+
+
+def _plan(params: Any) -> tuple[str, list[dict[str, Any]]]:
+    """The layout and one work item per table found in the source."""
+    source = params.path(params.ehr.source)
+    layout = detect_layout(source, params.ehr.layout)
+    out, shards = params.path(params.ingest_ehr.out), params.ingest_ehr.shards
+    items = []
+    for spec in TABLES.values():
+        path = find_table(source, spec, layout)
+        if path is None:
+            if spec.required:
+                raise DataError(f"{source}: required table '{spec.name}' not found "
+                                f"({layout} layout)")
+            log.warning("%s: optional table '%s' not found; continuing without it",
+                        source, spec.name)
+            continue
+        items.append({"table": spec.name, "path": str(path), "layout": layout,
+                      "out": str(out), "shards": shards,
+                      "fingerprint": source_fingerprint(path, layout, shards)})
+    return layout, items
+
+
+def _outputs_present(out: Path, table: str, shards: int) -> bool:
+    if table not in SUBJECT_TABLES:
+        return (out / f"{table}.parquet").exists()
+    return all(p.exists() for p in shard_files(out, table, shards))
+
+
+def _drop_vanished(out: Path, present: set[str]) -> None:
+    """Remove outputs of tables that are no longer in the source."""
+    for name in TABLES:
+        if name in present:
+            continue
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+        (out / f"{name}.parquet").unlink(missing_ok=True)
+
+
+def run(params: Any) -> dict[str, Any]:
+    """Ingest every table of ``ehr.source``; returns what was re-ingested and which shards
+    changed per table."""
+    layout, items = _plan(params)
+    out, shards = params.path(params.ingest_ehr.out), params.ingest_ehr.shards
+    out.mkdir(parents=True, exist_ok=True)
+    previous = load_fingerprints(out).get("tables", {})
+    todo = [it for it in items
+            if previous.get(it["table"]) != it["fingerprint"]
+            or not _outputs_present(out, it["table"], shards)]
+    log.info("ingest_ehr: %s layout, %d tables, %d to (re)ingest", layout, len(items), len(todo))
+    results = map_items(ingest_table, todo, params.executor, names=[it["table"] for it in todo],
+                        desc="ingest_ehr tables").values
+    _drop_vanished(out, {it["table"] for it in items})
+    save_fingerprints(out, {"layout": layout, "shards": shards,
+                            "tables": {it["table"]: it["fingerprint"] for it in items}})
+    changed = {r["table"]: r["changed_shards"] for r in results if r}
+    return {"layout": layout, "out": str(out), "tables": sorted(it["table"] for it in items),
+            "reingested": sorted(changed), "changed_shards": changed}

@@ -1,0 +1,223 @@
+"""The EHR source tables medae reads: explicit schemas, layout detection and lazy scans.
+
+Two layouts are supported and detected automatically: MIMIC-IV (``hosp/`` and ``icu/`` folders,
+lower-case file names) and MIMIC-III (one flat folder, upper-case file names such as
+``CHARTEVENTS.csv.gz``, ``icustay_id`` instead of ``stay_id``). Files may be ``.csv``,
+``.csv.gz`` or ``.parquet``. Headers are matched case-insensitively, extra columns are ignored
+and a missing required column is a :class:`~medae.errors.DataError` naming file and column.
+
+Every table is scanned lazily with an explicit all-string schema (so ``.csv.gz`` is decompressed
+as a stream) and then cast to the canonical types below.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from medae.errors import DataError
+
+Layout = str  # "mimic4" | "mimic3"
+BOTH = ("mimic4", "mimic3")
+SUFFIXES = (".parquet", ".csv.gz", ".csv")
+DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A canonical column: its type, the layouts that require it, and source-name aliases."""
+
+    name: str
+    dtype: pl.DataType
+    required_in: tuple[str, ...] = BOTH
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A canonical table: MIMIC-IV module folder, columns, and whether the run needs it."""
+
+    name: str
+    module: str
+    columns: tuple[Column, ...]
+    required: bool = True
+
+
+INT = pl.Int64()
+FLOAT = pl.Float64()
+STR = pl.String()
+TIME = pl.Datetime("us")
+
+SUBJECT = Column("subject_id", INT)
+HADM = Column("hadm_id", INT)
+STAY = Column("stay_id", INT, aliases=("icustay_id",))
+ITEM = Column("itemid", INT)
+CHARTTIME = Column("charttime", TIME)
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec("patients", "hosp", (
+            SUBJECT, Column("gender", STR),
+            Column("anchor_age", INT, ("mimic4",)), Column("anchor_year", INT, ("mimic4",)),
+            Column("dob", TIME, ("mimic3",)), Column("dod", TIME, ()),
+        )),
+        TableSpec("admissions", "hosp", (
+            SUBJECT, HADM, Column("admittime", TIME), Column("dischtime", TIME),
+            Column("deathtime", TIME, ()), Column("hospital_expire_flag", INT, ()),
+        )),
+        TableSpec("icustays", "icu", (
+            SUBJECT, HADM, STAY, Column("intime", TIME), Column("outtime", TIME),
+        )),
+        TableSpec("labevents", "hosp", (
+            SUBJECT, Column("hadm_id", INT, ()), ITEM, CHARTTIME, Column("value", STR, ()),
+            Column("valuenum", FLOAT, ()), Column("valueuom", STR, ()),
+        ), required=False),
+        TableSpec("chartevents", "icu", (
+            SUBJECT, Column("hadm_id", INT, ()), Column("stay_id", INT, (), ("icustay_id",)),
+            ITEM, CHARTTIME, Column("value", STR, ()), Column("valuenum", FLOAT, ()),
+            Column("valueuom", STR, ()),
+        ), required=False),
+        TableSpec("outputevents", "icu", (
+            SUBJECT, Column("hadm_id", INT, ()), Column("stay_id", INT, (), ("icustay_id",)),
+            ITEM, CHARTTIME, Column("value", FLOAT, ()), Column("valueuom", STR, ()),
+        ), required=False),
+        TableSpec("d_labitems", "hosp", (
+            ITEM, Column("label", STR, ()), Column("fluid", STR, ()),
+            Column("category", STR, ()),
+        ), required=False),
+        TableSpec("d_items", "icu", (
+            ITEM, Column("label", STR, ()), Column("unitname", STR, ()),
+        ), required=False),
+    )
+}
+
+# Tables whose rows belong to one subject: sharded by subject_id. The rest are dictionaries.
+SUBJECT_TABLES = tuple(n for n, s in TABLES.items() if s.columns[0].name == "subject_id")
+
+
+def detect_layout(source: Path, layout: str = "auto") -> Layout:
+    """``mimic4`` when ``source`` has ``hosp/`` or ``icu/``, ``mimic3`` when it holds
+    upper-case MIMIC-III files; ``layout`` other than ``auto`` wins.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "ADMISSIONS.csv").write_text("x")
+    >>> detect_layout(d)
+    'mimic3'
+    """
+    if layout != "auto":
+        return layout
+    if not source.is_dir():
+        raise DataError(f"{source}: EHR source folder not found (set ehr.source)")
+    if (source / "hosp").is_dir() or (source / "icu").is_dir():
+        return "mimic4"
+    names = {p.name.lower() for p in source.iterdir()}
+    if any(f"admissions{s}" in names for s in SUFFIXES):
+        return "mimic3"
+    raise DataError(
+        f"{source}: cannot tell the layout: expected hosp/ and icu/ folders (MIMIC-IV) or "
+        "ADMISSIONS.csv[.gz] (MIMIC-III); set ehr.layout"
+    )
+
+
+def find_table(source: Path, spec: TableSpec, layout: Layout) -> Path | None:
+    """The file holding ``spec`` in ``source`` (file names matched case-insensitively)."""
+    folder = source / spec.module if layout == "mimic4" else source
+    if not folder.is_dir():
+        return None
+    by_lower = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
+    for suffix in SUFFIXES:
+        hit = by_lower.get(spec.name + suffix)
+        if hit is not None:
+            return hit
+    return None
+
+
+def read_header(path: Path) -> list[str]:
+    """Column names of a table file without reading its body."""
+    if path.name.lower().endswith(".parquet"):
+        return list(pl.read_parquet_schema(path))
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:
+        first = fh.readline()
+    return next(csv.reader(io.StringIO(first)), [])
+
+
+def resolve_columns(path: Path, header: list[str], spec: TableSpec,
+                    layout: Layout) -> dict[str, str]:
+    """Map each canonical column present in ``header`` to its source name.
+
+    Raises :class:`DataError` naming the file and the first missing required column.
+
+    >>> spec = TABLES["icustays"]
+    >>> cols = resolve_columns(Path("ICUSTAYS.csv"), ["ROW_ID", "SUBJECT_ID", "HADM_ID",
+    ...     "ICUSTAY_ID", "INTIME", "OUTTIME"], spec, "mimic3")
+    >>> cols["stay_id"]
+    'ICUSTAY_ID'
+    """
+    by_lower = {h.strip().lower(): h for h in header}
+    found: dict[str, str] = {}
+    for col in spec.columns:
+        for candidate in (col.name, *col.aliases):
+            if candidate in by_lower:
+                found[col.name] = by_lower[candidate]
+                break
+        else:
+            if layout in col.required_in:
+                raise DataError(f"{path}: missing required column '{col.name}'")
+    return found
+
+
+def _parse_datetime(expr: pl.Expr) -> pl.Expr:
+    return pl.coalesce(
+        [expr.str.to_datetime(fmt, time_unit="us", strict=False) for fmt in DATETIME_FORMATS]
+    )
+
+
+def _cast(name: str, source_dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
+    """Cast one source column to its canonical type; unparseable cells become null."""
+    expr = pl.col(name)
+    if source_dtype == target:
+        return expr
+    if target == TIME and source_dtype == pl.String:
+        return _parse_datetime(expr.str.strip_chars())
+    if source_dtype == pl.String and target in (INT, FLOAT):
+        # MIMIC exports write integers as "12.0" now and then; go through float for those.
+        cleaned = expr.str.strip_chars()
+        as_float = cleaned.cast(pl.Float64, strict=False)
+        return as_float if target == FLOAT else as_float.cast(pl.Int64, strict=False)
+    return expr.cast(target, strict=False)
+
+
+def scan_table(path: Path, spec: TableSpec, layout: Layout) -> pl.LazyFrame:
+    """A lazy, typed scan of one table with canonical lower-case column names.
+
+    Columns the table lacks (optional ones) come back as typed nulls so every layout yields
+    the same schema.
+    """
+    header = read_header(path)
+    columns = resolve_columns(path, header, spec, layout)
+    if path.name.lower().endswith(".parquet"):
+        lf = pl.scan_parquet(path)
+        source_types = dict(lf.collect_schema())
+    else:
+        source_types = {h: pl.String() for h in header}
+        lf = pl.scan_csv(path, schema=source_types, null_values=[""], quote_char='"')
+    exprs = []
+    for col in spec.columns:
+        if col.name in columns:
+            src = columns[col.name]
+            exprs.append(_cast(src, source_types[src], col.dtype).alias(col.name))
+        else:
+            exprs.append(pl.lit(None, dtype=col.dtype).alias(col.name))
+    return lf.select(exprs)
+
+
+def canonical_schema(spec: TableSpec) -> pl.Schema:
+    """The typed schema every ingested file of ``spec`` has."""
+    return pl.Schema({c.name: c.dtype for c in spec.columns})
