@@ -2,4 +2,8 @@
 
 # Stage name -> "module:function"; the function takes a Params and returns a JSON-able summary.
 # Strings, not imports, so that `medae --help` stays instant.
-STAGES: dict[str, str] = {}
+STAGES: dict[str, str] = {
+    "train_ehr": "medae.training.train:run_ehr",
+    "train_waveforms": "medae.training.train:run_waveforms",
+    "evaluate": "medae.training.evaluate:run",
+}

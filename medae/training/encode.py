@@ -41,7 +41,7 @@ def list_column(df: pl.DataFrame, column: str, what: str = "windows table") -> n
     if lengths.null_count() or lengths.min() != lengths.max():
         bad = int((lengths != lengths.max()).fill_null(True).arg_max() or 0)
         raise DataError(f"{what}: column '{column}' row {bad}: list length differs from the "
-                        f"others ({lengths.max()} expected)")
+                        f"others ({lengths.max()} expected); one channel per batch")
     flat = series.explode().cast(pl.Float32).to_numpy()
     return np.ascontiguousarray(flat.reshape(df.height, int(lengths.max())), dtype=np.float32)
 
@@ -72,14 +72,17 @@ def ehr_shape(width: int, n_values: int, n_bins: int) -> Shape:
 def waveform_inputs(df: pl.DataFrame) -> np.ndarray:
     """Waveform windows (or beats) of one channel -> float32 rows of samples.
 
+    A model is trained on one channel (``Encoder.channel``): select its rows first, since
+    channels differ in length and meaning.
+
     >>> waveform_inputs(pl.DataFrame({"values": [[0.1, 0.2, None]]})).shape
     (1, 3)
     """
     return list_column(df, "values", "waveform windows")
 
 
-def waveform_shape(width: int) -> Shape:
-    return Shape(input_dim=width, target_dim=width, input_kind="waveform")
+def waveform_shape(width: int, channel: str | None = None) -> Shape:
+    return Shape(input_dim=width, target_dim=width, input_kind="waveform", channel=channel)
 
 
 def best_device() -> str:
@@ -104,6 +107,11 @@ class Encoder:
     @property
     def input_kind(self) -> str:
         return self.model.input_kind
+
+    @property
+    def channel(self) -> str | None:
+        """The waveform channel the model was trained on (None for EHR models)."""
+        return self.model.shape.channel
 
     @property
     def latent_dim(self) -> int:

@@ -1,0 +1,246 @@
+"""The training loop, readable top to bottom: data -> optimiser -> epochs -> best weights.
+
+Whole batches are indexed out of one in-memory (or memory-mapped) array; there is no
+per-sample Python. A checkpoint is written after every epoch with everything that decides the
+future of the run (weights, optimiser, schedule, every RNG state, early-stopping state), so a run
+interrupted after epoch k and resumed ends with bit-identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medae.errors import DataError, MedaeError
+from medae.io import atomic_path
+from medae.training.config import Optim
+from medae.training.encode import best_device
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "last.pt"
+
+
+class TrainingDiverged(MedaeError):
+    """The loss became NaN or infinite; nothing was saved for this run."""
+
+
+@dataclass
+class TrainState:
+    """Where the run is: survives in the checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class FitResult:
+    model: Any
+    state: TrainState
+    device: str
+    resumed_from: int  # epochs already done when this call started (0 = fresh)
+
+    @property
+    def best(self) -> dict[str, float]:
+        return self.state.history[self.state.best_epoch]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def as_tensor(rows: np.ndarray) -> torch.Tensor:
+    """Zero-copy view of a float32 array (Arrow-backed and memory-mapped ones are read-only;
+    training only ever reads them, so torch's warning about that does not apply)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.asarray(rows, dtype=np.float32))
+
+
+def resolve_device(choice: str) -> str:
+    return best_device() if choice == "auto" else choice
+
+
+def batches(data: torch.Tensor, batch_size: int, device: str,
+            generator: torch.Generator | None = None):
+    """Yield whole batches (shuffled when a generator is given) already on ``device``."""
+    n = data.shape[0]
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    pin = device == "cuda"
+    for start in range(0, n, batch_size):
+        batch = data[order[start : start + batch_size]]
+        if pin:  # page-locked memory lets the copy overlap the previous step's compute
+            batch = batch.pin_memory()
+        yield batch.to(device, non_blocking=pin)
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, schedule: str) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to 0 (or constant) as a multiplier of ``lr``.
+
+    >>> f = lr_lambda(10, 110, "cosine"); [round(f(s), 2) for s in (0, 5, 10, 60, 110)]
+    [0.1, 0.6, 1.0, 0.5, 0.0]
+    """
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def fingerprint(model: torch.nn.Module, optim: Optim, data_version: str) -> str:
+    """What a checkpoint must match to be resumed: model config + shape, optimiser, data."""
+    blob = repr((model.config.model_dump(), model.shape.model_dump(), optim.model_dump(),
+                 data_version)).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    if not bool(torch.isfinite(loss)):
+        raise TrainingDiverged(
+            f"{where}: loss is {float(loss)} (not finite); training stopped and no model was "
+            "saved. Lower optim.lr, raise optim.grad_clip protection, or check the inputs for "
+            "extreme values")
+
+
+def tuning_metrics(model, data: torch.Tensor, optim: Optim, device: str) -> dict[str, float]:
+    """Row-weighted mean of the objective and each of its parts on the tuning split."""
+    model.eval()
+    totals: dict[str, float] = {}
+    with torch.no_grad(), autocast(device, optim.bf16):
+        for batch in batches(data, optim.batch_size, device):
+            loss, parts = model.loss(batch)
+            for name, value in {"loss": loss, **parts}.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(batch)
+    model.train()
+    return {k: v / max(1, data.shape[0]) for k, v in totals.items()}
+
+
+def autocast(device: str, bf16: bool):
+    # bf16 keeps fp32's range (no loss scaling needed); only CUDA gets it: CPU bf16 is slow.
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                          enabled=bf16 and device == "cuda")
+
+
+def save_checkpoint(path: Path, **payload: Any) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def fit(model, train: np.ndarray, tuning: np.ndarray, optim: Optim, *,
+        checkpoint_dir: Path | None = None, resume: bool = True, data_version: str = "",
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+    """Train ``model`` on ``train`` rows, early-stopping on ``tuning`` rows; best weights kept."""
+    if len(train) == 0 or len(tuning) == 0:
+        raise DataError(f"training needs train and tuning rows (got {len(train)} and "
+                        f"{len(tuning)})")
+    device = resolve_device(optim.device)
+    seed_everything(optim.seed)
+    model.to(device).train()
+    train_t, tuning_t = as_tensor(train), as_tensor(tuning)
+    shuffle = torch.Generator().manual_seed(optim.seed)
+
+    steps_per_epoch = math.ceil(len(train) / optim.batch_size)
+    total = optim.epochs * steps_per_epoch
+    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(
+        int(optim.warmup_epochs * steps_per_epoch), total, optim.schedule))
+    state, best_weights = TrainState(), copy.deepcopy(model.state_dict())
+
+    stamp = fingerprint(model, optim, data_version)
+    ckpt = checkpoint_dir / CHECKPOINT if checkpoint_dir is not None else None
+    if ckpt is not None and resume and ckpt.exists():
+        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        if saved["fingerprint"] == stamp:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            shuffle.set_state(saved["shuffle_rng"])
+            torch.set_rng_state(saved["torch_rng"])
+            if device == "cuda" and saved.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            np.random.set_state(saved["numpy_rng"])
+            random.setstate(saved["python_rng"])
+            state, best_weights = TrainState(**saved["state"]), saved["best_model"]
+            log.info("resuming from %s after epoch %d", ckpt, state.epoch)
+        else:
+            log.info("checkpoint %s is for another config or data; starting fresh", ckpt)
+    resumed_from = state.epoch
+
+    while state.epoch < optim.epochs and not state.stopped_early:
+        epoch, t0, waiting, seen = state.epoch, time.perf_counter(), 0.0, 0
+        totals = {"loss": 0.0}
+        it = batches(train_t, optim.batch_size, device, shuffle)
+        for step in range(steps_per_epoch):
+            t_wait = time.perf_counter()
+            batch = next(it)
+            waiting += time.perf_counter() - t_wait
+            with autocast(device, optim.bf16):
+                loss, parts = model.loss(batch)
+            check_finite(loss, f"epoch {epoch + 1} step {step + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
+            opt.step()
+            sched.step()
+            model.steps += 1
+            seen += len(batch)
+            totals["loss"] += float(loss.detach()) * len(batch)
+            for name, value in parts.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(batch)
+        seconds = time.perf_counter() - t0
+        metrics = {f"train_{k}": v / seen for k, v in totals.items()}
+        tune = tuning_metrics(model, tuning_t, optim, device)
+        check_finite(torch.tensor(tune["loss"]), f"epoch {epoch + 1} tuning")
+        metrics.update({f"tuning_{k}": v for k, v in tune.items()})
+        metrics.update(lr=sched.get_last_lr()[0], samples_per_s=seen / seconds,
+                       data_wait_share=waiting / seconds, epoch_seconds=seconds)
+
+        if tune["loss"] < state.best_loss - optim.min_delta:
+            state.best_loss, state.best_epoch, state.bad_epochs = tune["loss"], epoch, 0
+            best_weights = copy.deepcopy(model.state_dict())
+        else:
+            state.bad_epochs += 1
+            state.stopped_early = state.bad_epochs >= optim.patience
+        state.history.append(metrics)
+        state.epoch += 1
+        log.info("epoch %d/%d train %.4f tuning %.4f (%.0f samples/s)", state.epoch,
+                 optim.epochs, metrics["train_loss"], tune["loss"], metrics["samples_per_s"])
+        if ckpt is not None:
+            save_checkpoint(
+                ckpt, fingerprint=stamp, model=model.state_dict(), optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(), shuffle_rng=shuffle.get_state(),
+                torch_rng=torch.get_rng_state(),
+                cuda_rng=torch.cuda.get_rng_state_all() if device == "cuda" else None,
+                numpy_rng=np.random.get_state(), python_rng=random.getstate(),
+                state=asdict(state), best_model=best_weights)
+        if on_epoch_end is not None:
+            on_epoch_end(state.epoch, metrics)
+
+    if state.stopped_early:
+        log.info("early stop after epoch %d; best epoch %d", state.epoch, state.best_epoch + 1)
+    model.load_state_dict(best_weights)
+    model.eval()
+    return FitResult(model=model, state=state, device=device, resumed_from=resumed_from)
