@@ -52,13 +52,16 @@ class WindowWaveforms(Section):
     bridge_gap_s: float = 0.05  # NaN gaps this short are interpolated, not split
     gap_policy: Literal["drop", "mask"] = "drop"
     max_nan_frac: float = Field(0.2, ge=0, le=1)  # used by gap_policy=mask
-    flat_min_s: float = 0.5
+    # A flat line must last this long (per kind; slow or coarsely quantised signals repeat
+    # values for a while, so short runs are normal). Kinds not listed use 2 s.
+    flat_min_s: dict[str, float] = {"ecg": 2.0, "ppg": 2.0, "abp": 2.0, "resp": 5.0}
     max_flat_frac: float = Field(0.2, ge=0, le=1)
     max_clip_frac: float = Field(0.05, ge=0, le=1)
     min_range: dict[str, float] = {"ecg": 0.05, "abp": 5.0}
     min_q_beat: float = Field(0.5, ge=0, le=1)
     normalize: Literal["zscore", "robust", "none"] = "zscore"
-    beats: bool = True
+    beats: bool = True  # also write fixed-length beats of one ECG lead per record
+    beat_channel: str | None = None  # raw or canonical name; null = lead II, else first ECG
     beat_fs: float = 125.0
     beat_before_s: float = 0.25
     beat_after_s: float = 0.45
