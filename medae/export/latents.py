@@ -2,13 +2,15 @@
 
 One output part per input window file (``part_0003.parquet`` <- ``ehr_windows/part_0003.parquet``,
 ``<record>.parquet`` <- ``waveform_windows/<record>.parquet``), so a refresh after new data
-re-encodes only the new or changed files: ``_fingerprints.json`` maps each input file to a hash
-of its bytes, the model version and the params, and unchanged parts are hard-linked from the
-previous table. The whole folder is published atomically (written beside, swapped in), so a
-reader never sees a half-written table.
+re-encodes only the new or changed files: ``data/latents/_fingerprints.json`` maps each input
+file to a hash of its bytes, the model version and the params, and unchanged parts are
+hard-linked from the previous table. Each table folder is published atomically (written beside,
+swapped in), so a reader never sees a half-written table.
 
 Table layout (DESIGN.md latent contract): key columns, ``z_00..z_NN`` float32, lineage columns
-``model_name``, ``model_version``, ``mlflow_run_id``; ``_manifest.json`` beside the parts.
+``model_name``, ``model_version``, ``mlflow_run_id``. The table folders hold Parquet only
+(Polars 2 refuses to scan a folder holding any other file), so the manifests live beside them
+in ``data/latents/_manifest.json``, one entry per table: ``read_manifest(table_dir)``.
 """
 
 from __future__ import annotations
@@ -177,21 +179,26 @@ def iter_windows(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
 
 
 def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
-                batch_rows: int) -> pl.DataFrame:
-    """All windows of one input file -> its latent table (input row order kept)."""
+                batch_rows: int) -> pl.DataFrame | None:
+    """All windows of one input file -> its latent table (input row order kept).
+
+    A waveform model is trained on one channel (``encoder.channel``): only that channel's
+    windows are encoded. Returns ``None`` when the file has no window to encode.
+    """
+    channel = getattr(encoder, "channel", None) if modality.name == "waveforms" else None
     parts = []
     for n, batch in enumerate(iter_windows(path, batch_rows)):
+        if channel is not None:
+            batch = batch.filter(pl.col("channel") == channel)
+        if batch.height == 0:
+            continue
         inputs = modality.inputs(batch)
         if len(inputs) != batch.height:
             raise DataError(f"{path}: batch {n}: input builder returned {len(inputs)} rows "
                             f"for {batch.height} windows")
         z = encoder.encode(np.ascontiguousarray(inputs, dtype=np.float32))
         parts.append(latent_frame(key_frame(batch, modality.name), z, ref))
-    if not parts:
-        return key_frame(pl.read_parquet(path), modality.name).with_columns(
-            pl.lit(None, dtype=pl.String).alias(c) for c in LINEAGE
-        ).head(0)
-    return pl.concat(parts, how="vertical_relaxed")
+    return pl.concat(parts, how="vertical_relaxed") if parts else None
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -208,6 +215,21 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def read_manifest(table_dir: Path) -> dict[str, Any]:
+    """The manifest of one latent table (``<out>/_manifest.json``, keyed by table name)."""
+    return _read_json(Path(table_dir).parent / MANIFEST).get(Path(table_dir).name, {})
+
+
+def _set_entry(index_file: Path, key: str, value: Any) -> None:
+    """Replace one table's entry of a JSON index beside the tables (None removes it)."""
+    index = _read_json(index_file)
+    if value is None:
+        index.pop(key, None)
+    else:
+        index[key] = value
+    write_json_atomic(index_file, index)
+
+
 def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: Path, *,
                     params_hash: str, batch_rows: int,
                     meds_dir: Path | None = None,
@@ -215,14 +237,15 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
     """Encode every windows file of ``modality`` into ``out_dir`` (atomic, incremental).
 
     ``protection`` pseudonymises and/or encrypts the parts (medae.privacy; default: neither).
-    Returns the manifest written to ``out_dir/_manifest.json``.
+    Returns the manifest, also written to ``out_dir.parent/_manifest.json[out_dir.name]``.
     """
     protection = protection or Protection()
     inputs = sorted(modality.windows.glob("*.parquet"))
     if not inputs:
         raise DataError(f"{modality.windows}: no window files for modality '{modality.name}'; "
                         f"run the upstream stages first")
-    previous = _read_json(out_dir / FINGERPRINTS)
+    fingerprint_file = out_dir.parent / FINGERPRINTS
+    previous = _read_json(fingerprint_file).get(out_dir.name, {})
     lineage = f"{ref.name}:{ref.version}:{ref.run_id}:{params_hash}:{protection.tag}"
     fingerprints: dict[str, str] = {}
     encoded = reused = 0
@@ -235,12 +258,16 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
                 reused += 1
                 continue
             latents = encode_file(path, modality, encoder, ref, batch_rows)
-            protection.write(protection.apply(latents), staging / path.name)
+            if latents is not None:  # no part for a file without windows to encode
+                protection.write(protection.apply(latents), staging / path.name)
             encoded += 1
-        write_json_atomic(staging / FINGERPRINTS, fingerprints)
         manifest = build_manifest(staging, modality, ref, fingerprints, params_hash,
                                   protection)
-        write_json_atomic(staging / MANIFEST, manifest)
+        # Forget the old fingerprints before the swap: a crash between the swap and the
+        # update below must cause a re-encode, never the reuse of a part from another model.
+        _set_entry(fingerprint_file, out_dir.name, None)
+    _set_entry(fingerprint_file, out_dir.name, fingerprints)
+    _set_entry(out_dir.parent / MANIFEST, out_dir.name, manifest)
     log.info("export %s: %d rows in %d files (%d encoded, %d unchanged)", modality.name,
              manifest["rows"], len(inputs), encoded, reused)
     if meds_dir is not None:

@@ -1,0 +1,134 @@
+"""The nightly refresh: every DVC stage in DVC's order, the training policy, push, report.
+
+``medae refresh`` calls :func:`run_refresh`; the ``prefect.yaml`` deployment runs
+:func:`nightly_refresh` at 02:00. Both take the workspace's refresh lock first, so a second
+refresh fails fast and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows import PROJECT_ROOT, pipeline, report
+from flows.groups import GROUP_FLOWS, make_plan
+from flows.lock import refresh_lock
+from flows.policy import TRAINING_STAGES
+from medae.config import load_params
+from medae.errors import MedaeError, UsageError
+from tasks.stages import publish_report, push
+
+# Sections the flow itself reads; `medae refresh --set` on them reaches the flow run.
+FLOW_SECTIONS = ("refresh", "dvc", "mlflow", "export_latents")
+
+
+class RefreshIncomplete(MedaeError):
+    """Some stage failed, is missing or was blocked; ``summary`` holds the whole outcome."""
+
+    def __init__(self, message: str, summary: dict[str, Any]):
+        self.summary = summary
+        super().__init__(message)
+
+
+@flow(name="nightly_refresh", validate_parameters=False)
+def nightly_refresh(stages: list[str] | None = None, force: bool = False,
+                    project: str | None = None,
+                    overrides: list[str] | None = None) -> dict[str, Any]:
+    """Refresh everything that changed: EHR, waveforms, training, export; push; report.
+
+    ``stages``: only these DVC stages (default all); ``force``: re-run them even when DVC
+    says they are up to date; ``project``: the workspace (default: this checkout).
+    """
+    params = load_params(Path(project or PROJECT_ROOT) / "params.yaml", overrides or [])
+    started, t0 = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+    with refresh_lock(params.root):
+        plan = make_plan(params, stages, force, overrides or [])
+        done: dict[str, str] = {}
+        outcomes: list[dict[str, Any]] = []
+        for group_flow in GROUP_FLOWS:
+            results = group_flow(plan, done)
+            outcomes += results
+            done.update({o["stage"]: o["status"] for o in results})
+        ok = not any(o["status"] in report.NOT_OK for o in outcomes)
+        pushed = push_data(params, ok)
+        summary = summarise(params, plan, outcomes, ok=ok, pushed=pushed, started=started,
+                            seconds=time.perf_counter() - t0)
+    if not ok:
+        raise RefreshIncomplete(incomplete_message(summary), summary)
+    return summary
+
+
+def push_data(params: Any, ok: bool) -> str:
+    """Push cached outputs to the configured remote after a complete refresh."""
+    if not params.refresh.push:
+        return "off (refresh.push: false)"
+    if not ok:
+        return "not pushed: refresh incomplete"
+    pipeline.configure_remote(params.root, params.path(params.dvc.remote))
+    return push(str(params.root))
+
+
+def summarise(params: Any, plan: dict[str, Any], outcomes: list[dict[str, Any]], *, ok: bool,
+              pushed: str, started: str, seconds: float) -> dict[str, Any]:
+    """Write the markdown report (file + Prefect artifact) and return the JSON summary."""
+    root = params.root
+    metrics = [m for s in plan["stages"].values() for m in s["metrics"]]
+    pointers = [plan["stages"][s]["outs"][0] for s in TRAINING_STAGES if s in plan["stages"]]
+    context = report.collect_context(root, metrics, pointers,
+                                     params.path(params.export_latents.out))
+    markdown = report.render_markdown(
+        [report.StageOutcome(**o) for o in outcomes], context, ok=ok, started=started,
+        seconds=seconds, pushed=pushed)
+    report_path = params.path(params.refresh.report)
+    from medae.io import write_text_atomic
+
+    write_text_atomic(report_path, markdown)
+    publish_report(markdown)
+    get_run_logger().info("refresh %s in %.1fs; report: %s",
+                          "complete" if ok else "INCOMPLETE", seconds, report_path)
+    return {"ok": ok, "started": started, "seconds": round(seconds, 2), "pushed": pushed,
+            "report": str(report_path), "stages": {o["stage"]: o for o in outcomes},
+            **context}
+
+
+def incomplete_message(summary: dict[str, Any]) -> str:
+    """One line naming every stage that is missing, failed or blocked."""
+    parts = []
+    for status in report.NOT_OK:
+        names = [n for n, o in summary["stages"].items() if o["status"] == status]
+        if names:
+            parts.append(f"{status}: {', '.join(names)}")
+    failed = [f"{n} ({o['detail']})" for n, o in summary["stages"].items()
+              if o["status"] == report.FAILED]
+    why = f"; first failure: {failed[0]}" if failed else ""
+    return f"refresh incomplete - {'; '.join(parts)}{why}; report: {summary['report']}"
+
+
+def flow_overrides(params: Any) -> list[str]:
+    """The caller's view of the flow's own sections as ``--set`` items (JSON is YAML)."""
+    items = []
+    for section in FLOW_SECTIONS:
+        for key, value in getattr(params, section).model_dump(mode="json").items():
+            items.append(f"{section}.{key}={json.dumps(value)}")
+    return items
+
+
+def run_refresh(params: Any, stages: list[str] | None = None,
+                force: bool = False) -> dict[str, Any]:
+    """Run the nightly flow once, now, on the workspace of ``params`` (``medae refresh``).
+
+    The refresh lock is taken before Prefect starts, so a concurrent refresh fails in well
+    under a second. Stage commands read ``params.yaml`` (DVC tracks it); ``--set`` overrides
+    reach only the flow's own sections (refresh, dvc, mlflow, export_latents).
+    """
+    root = params.root
+    if not (root / "dvc.yaml").exists():
+        raise UsageError(f"{root}: no dvc.yaml here; run medae refresh in the project folder")
+    with refresh_lock(root):
+        return nightly_refresh(stages=stages, force=force, project=str(root),
+                               overrides=flow_overrides(params))

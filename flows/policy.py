@@ -1,0 +1,65 @@
+"""The refresh's training policy: when a training stage runs, is forced, or is held back."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+# Training stages and the modality (registered model ``medae-<modality>``) each one trains.
+TRAINING_STAGES = {"train_ehr": "ehr", "train_waveforms": "waveforms"}
+
+
+@dataclass(frozen=True)
+class TrainingDecision:
+    """``run``: hand the stage to DVC; ``force``: even if DVC thinks it is up to date."""
+
+    run: bool
+    force: bool
+    reason: str
+
+
+def decide_training(policy: str, champion_age_days: float | None, data_changed: bool,
+                    retrain_every_days: float) -> TrainingDecision:
+    """Apply ``refresh.training`` to one training stage.
+
+    ``if_needed`` trains when there is no champion, or when the training data changed and the
+    champion is at least ``retrain_every_days`` old; ``always`` forces a run; ``never`` holds.
+
+    >>> decide_training("if_needed", None, False, 7).force
+    True
+    >>> decide_training("if_needed", 2.0, True, 7).reason
+    'training data changed, but the champion is 2.0 days old (retrain_every_days: 7)'
+    >>> decide_training("if_needed", 9.0, True, 7).run
+    True
+    """
+    if policy == "always":
+        return TrainingDecision(True, True, "refresh.training is 'always'")
+    if policy == "never":
+        return TrainingDecision(False, False, "refresh.training is 'never'")
+    if champion_age_days is None:
+        return TrainingDecision(True, True, "no champion model yet")
+    if not data_changed:
+        return TrainingDecision(True, False, "up to date unless DVC sees a change")
+    if champion_age_days >= retrain_every_days:
+        return TrainingDecision(True, False, "training data changed and the champion is "
+                                f"{champion_age_days:.1f} days old")
+    return TrainingDecision(False, False, f"training data changed, but the champion is "
+                            f"{champion_age_days:.1f} days old (retrain_every_days: "
+                            f"{retrain_every_days:g})")
+
+
+def champion_age_days(params: Any, modality: str) -> float | None:
+    """Days since the champion's MLflow run started; ``None`` when there is no champion."""
+    from mlflow.tracking import MlflowClient
+
+    from medae.errors import MedaeError
+    from medae.export.latents import resolve_alias
+
+    uri = params.mlflow_uri()
+    try:
+        ref = resolve_alias(uri, f"medae-{modality}", params.export_latents.alias)
+    except MedaeError:
+        return None
+    started_ms = MlflowClient(tracking_uri=uri).get_run(ref.run_id).info.start_time
+    return (time.time() - started_ms / 1000) / 86400

@@ -1,0 +1,110 @@
+"""The refresh run report: what each stage did, row counts, DQ summary, models, latents."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Terminal states of a stage in one refresh.
+RAN, SKIPPED, HELD, MISSING, BLOCKED, FAILED = (
+    "ran", "skipped", "held", "missing", "blocked", "failed")
+NOT_OK = (MISSING, BLOCKED, FAILED)
+
+
+@dataclass
+class StageOutcome:
+    """What happened to one stage: status, seconds, why, and row counts of its outputs."""
+
+    stage: str
+    status: str
+    seconds: float = 0.0
+    detail: str = ""
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parquet_rows(path: Path) -> int | None:
+    """Rows in a Parquet file or a folder of them, from the footers only (no data read)."""
+    import pyarrow.parquet as pq
+
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    files = [f for f in files if f.suffix == ".parquet" and not f.name.startswith(".")]
+    if not files or not all(f.exists() for f in files):
+        return None
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def output_rows(root: Path, outs: tuple[str, ...]) -> dict[str, int]:
+    """Row counts of a stage's Parquet outputs, keyed by their path in ``dvc.yaml``."""
+    counts = {}
+    for out in outs:
+        rows = parquet_rows(root / out)
+        if rows is not None:
+            counts[out] = rows
+    return counts
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def scalar_summary(obj: Any, limit: int = 8) -> dict[str, Any]:
+    """The first top-level numbers/strings of a metrics file, for a one-line DQ summary.
+
+    >>> scalar_summary({"rows": 10, "dropped": {"x": 1}, "share": 0.5})
+    {'rows': 10, 'share': 0.5}
+    """
+    if not isinstance(obj, dict):
+        return {}
+    items = [(k, v) for k, v in obj.items() if isinstance(v, int | float | str | bool)]
+    return dict(items[:limit])
+
+
+def collect_context(root: Path, metrics: list[str], pointers: list[str],
+                    latents: Path) -> dict[str, Any]:
+    """DQ summaries, model pointers and latent manifests present after the refresh."""
+    dq = {m: scalar_summary(_read_json(root / m)) for m in metrics if (root / m).exists()}
+    models = {}
+    for p in pointers:
+        pointer = _read_json(root / p)
+        if isinstance(pointer, dict):
+            models[p] = {k: pointer.get(k) for k in ("model_name", "version", "run_id",
+                                                     "champion")}
+    manifests = {}
+    for manifest in sorted(latents.glob("*/_manifest.json")):
+        m = _read_json(manifest) or {}
+        manifests[manifest.parent.name] = {k: m.get(k) for k in (
+            "rows", "files", "model_name", "model_version", "data_version", "created_at")}
+    return {"dq": dq, "models": models, "latents": manifests}
+
+
+def render_markdown(outcomes: list[StageOutcome], context: dict[str, Any], *, ok: bool,
+                    started: str, seconds: float, pushed: str) -> str:
+    """The run report as markdown (also published as a Prefect artifact)."""
+    lines = [f"# medae refresh {started}", "",
+             f"**{'succeeded' if ok else 'INCOMPLETE'}** in {seconds:.1f} s; "
+             f"DVC push: {pushed}", "",
+             "| stage | status | seconds | rows | detail |", "|---|---|---:|---|---|"]
+    for o in outcomes:
+        rows = ", ".join(f"{Path(k).name}: {v:,}" for k, v in o.rows.items()) or "-"
+        detail = o.detail.replace("|", "/").replace("\n", " ")[:200] or "-"
+        lines.append(f"| {o.stage} | {o.status} | {o.seconds:.1f} | {rows} | {detail} |")
+    lines += ["", "## Data quality", ""]
+    lines += [f"- `{m}`: " + (", ".join(f"{k}={v}" for k, v in s.items()) or "(no scalars)")
+              for m, s in context["dq"].items()] or ["- no DQ reports yet"]
+    lines += ["", "## Models", ""]
+    lines += [f"- `{p}`: {m['model_name']} version {m['version']} (run {m['run_id']}, "
+              f"champion: {m['champion']})" for p, m in context["models"].items()] or [
+        "- no model pointers yet"]
+    lines += ["", "## Latents written", ""]
+    lines += [f"- `{name}`: {m['rows']:,} rows in {m['files']} files, {m['model_name']} "
+              f"v{m['model_version']}, data {m['data_version']}"
+              for name, m in context["latents"].items()] or ["- none"]
+    return "\n".join(lines) + "\n"

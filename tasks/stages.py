@@ -1,0 +1,48 @@
+"""Prefect tasks: reproduce one DVC stage, decide training, push, publish the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from flows import pipeline, policy
+
+
+def is_transient(task_, task_run, state) -> bool:
+    """Prefect retry condition: retry only failures that a second try may fix (a lock held,
+    a dropped connection); a bad input or a bug fails at once."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    return isinstance(exc, pipeline.StageFailed) and exc.transient
+
+
+@task(name="stage", retry_condition_fn=is_transient)
+def reproduce_stage(root: str, stage: str, force: bool = False) -> bool:
+    """``dvc repro --single-item <stage>``: True when the stage ran, False when DVC skipped it.
+    Named after the stage at call time (``reproduce_stage.with_options(name=stage)``)."""
+    return pipeline.reproduce(Path(root), stage, force=force)
+
+
+@task(name="training-policy")
+def training_decision(root: str, stage: str, params: Any) -> policy.TrainingDecision:
+    """Apply ``refresh.training`` to one training stage, looking at DVC and the registry."""
+    cfg = params.refresh
+    age = policy.champion_age_days(params, policy.TRAINING_STAGES[stage])
+    data_changed = (cfg.training == "if_needed" and age is not None
+                    and pipeline.changed(Path(root), stage))
+    return policy.decide_training(cfg.training, age, data_changed, cfg.retrain_every_days)
+
+
+@task(name="dvc-push")
+def push(root: str) -> str:
+    """Send every cached output to the DVC remote."""
+    return pipeline.push(Path(root))
+
+
+@task(name="run-report")
+def publish_report(markdown: str) -> None:
+    """The run report as a Prefect markdown artifact (Artifacts page, key medae-refresh)."""
+    create_markdown_artifact(markdown, key="medae-refresh",
+                             description="medae nightly refresh: stages, rows, DQ, models")

@@ -1,0 +1,193 @@
+"""export_latents writer: the latent contract, incremental reuse, atomic failure, waveform
+channel selection, MEDS events. A fixed linear encoder stands in for the MLflow champion here;
+the real load_encoder path runs in tests/flows/test_refresh_e2e.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import doctest
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import medae.export.latents as latents
+from medae.export.latents import Modality, ModelRef, export_modality, read_manifest
+from medae.training.encode import ehr_inputs, waveform_inputs
+
+REF = ModelRef("medae-ehr", 2, "run-abc", "models:/medae-ehr@champion")
+T0 = dt.datetime(2150, 1, 1)
+LISTS = {c: pl.List(pl.Float32) for c in ("values", "mask", "delta", "static")}
+
+
+class LinearEncoder:
+    """Deterministic stand-in: z = x @ W, W fixed; counts calls to prove reuse."""
+
+    input_kind = "ehr"
+    channel = None
+
+    def __init__(self, width: int, latent: int = 3, fail_on_call: int | None = None):
+        self.weights = np.arange(width * latent, dtype=np.float32).reshape(width, latent) / 10
+        self.calls = 0
+        self.fail_on_call = fail_on_call
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.fail_on_call == self.calls:
+            raise RuntimeError("simulated crash in the forward pass")
+        return batch @ self.weights
+
+
+def ehr_windows(subjects: list[int], n_per_subject: int = 2) -> pl.DataFrame:
+    rows = []
+    for s in subjects:
+        for k in range(n_per_subject):
+            start = T0 + dt.timedelta(hours=6 * k)
+            rows.append({"subject_id": s, "hadm_id": s * 10, "stay_id": s * 100,
+                         "window_start": start, "window_end": start + dt.timedelta(hours=24),
+                         "split": "train", "values": [float(s), float(k)],
+                         "mask": [1.0, 0.0], "delta": [0.0, 1.0], "static": [0.5, 1.0],
+                         "label_mortality": 0})
+    return pl.DataFrame(rows, schema_overrides={**LISTS, "label_mortality": pl.Int8})
+
+
+@pytest.fixture
+def ehr(tmp_path: Path) -> Modality:
+    folder = tmp_path / "ehr_windows"
+    folder.mkdir()
+    ehr_windows([1, 2, 3]).write_parquet(folder / "part_0000.parquet")
+    ehr_windows([4, 5]).write_parquet(folder / "part_0001.parquet")
+    return Modality("ehr", folder, "featurize_ehr", ehr_inputs)
+
+
+def export(modality: Modality, out: Path, encoder, **kw):
+    return export_modality(modality, encoder, kw.pop("ref", REF), out, params_hash="p1",
+                           batch_rows=kw.pop("batch_rows", 3), **kw)
+
+
+def test_latent_table_follows_the_contract(ehr: Modality, tmp_path: Path):
+    out = tmp_path / "latents" / "ehr"
+    encoder = LinearEncoder(width=6)
+    summary = export(ehr, out, encoder)
+
+    table = pl.scan_parquet(f"{out}/").collect()  # the consumer's call, nothing else known
+    assert table.columns == ["subject_id", "hadm_id", "stay_id", "window_start", "window_end",
+                             "z_00", "z_01", "z_02", "model_name", "model_version",
+                             "mlflow_run_id"]
+    assert table.schema["window_start"] == pl.Datetime("us")
+    assert table.schema["z_00"] == pl.Float32 and table.schema["model_version"] == pl.Int64
+    assert table.height == 10 and summary["rows"] == 10
+    inputs = pl.concat([pl.read_parquet(p) for p in sorted(ehr.windows.glob("*.parquet"))])
+    expected = ehr_inputs(inputs) @ encoder.weights
+    np.testing.assert_allclose(table.select("z_00", "z_01", "z_02").to_numpy(), expected,
+                               rtol=1e-6)
+    assert table["subject_id"].to_list() == inputs["subject_id"].to_list()  # order kept
+    assert set(table["model_name"]) == {"medae-ehr"} and set(table["mlflow_run_id"]) == {
+        "run-abc"}
+
+    manifest = read_manifest(out)
+    assert manifest["rows"] == 10 and manifest["files"] == 2
+    assert manifest["model_uri"] == "models:/medae-ehr@champion"
+    assert manifest["model_version"] == 2 and manifest["params_hash"] == "p1"
+    assert manifest["schema"]["z_02"] == "Float32"
+    assert manifest["latent_columns"] == ["z_00", "z_01", "z_02"]
+    assert len(manifest["data_version"]) == 16 and manifest["created_at"].startswith("20")
+    assert sorted(p.name for p in out.iterdir()) == ["part_0000.parquet", "part_0001.parquet"]
+
+
+def test_rerun_reuses_unchanged_parts_byte_for_byte(ehr: Modality, tmp_path: Path):
+    out = tmp_path / "latents" / "ehr"
+    export(ehr, out, LinearEncoder(width=6))
+    before = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
+
+    encoder = LinearEncoder(width=6)
+    again = export(ehr, out, encoder)
+    assert (again["files_encoded"], again["files_reused"], encoder.calls) == (0, 2, 0)
+    assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == before
+
+    ehr_windows([4, 5, 6]).write_parquet(ehr.windows / "part_0001.parquet")  # new subject
+    third = export(ehr, out, LinearEncoder(width=6))
+    assert (third["files_encoded"], third["files_reused"], third["rows"]) == (1, 1, 12)
+    assert (out / "part_0000.parquet").read_bytes() == before["part_0000.parquet"]
+
+    new_model = ModelRef("medae-ehr", 3, "run-def", REF.uri)
+    fourth = export(ehr, out, LinearEncoder(width=6), ref=new_model)
+    assert fourth["files_encoded"] == 2
+    assert set(pl.read_parquet(out / "part_0000.parquet")["model_version"]) == {3}
+
+
+def test_crash_mid_export_leaves_previous_table_intact(ehr: Modality, tmp_path: Path):
+    out = tmp_path / "latents" / "ehr"
+    export(ehr, out, LinearEncoder(width=6))
+    before = pl.scan_parquet(f"{out}/").collect()
+    manifest = read_manifest(out)
+
+    ehr_windows([7, 8]).write_parquet(ehr.windows / "part_0000.parquet")
+    ehr_windows([9]).write_parquet(ehr.windows / "part_0001.parquet")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        export(ehr, out, LinearEncoder(width=6, fail_on_call=2), batch_rows=100)
+
+    assert pl.scan_parquet(f"{out}/").collect().equals(before)
+    assert read_manifest(out) == manifest
+    assert [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_missing_windows_is_a_clear_error(tmp_path: Path):
+    empty = Modality("ehr", tmp_path / "nothing", "featurize_ehr", ehr_inputs)
+    with pytest.raises(latents.DataError, match="no window files for modality 'ehr'"):
+        export(empty, tmp_path / "latents" / "ehr", LinearEncoder(width=6))
+
+
+def test_waveform_export_keeps_the_encoder_channel_and_computes_window_end(tmp_path: Path):
+    folder = tmp_path / "waveform_windows"
+    folder.mkdir()
+    base = {"subject_id": [11, 11, 11], "record_name": ["p11-0001"] * 3,
+            "channel": ["ecg_ii", "ppg", "ecg_ii"], "window_start": [T0, T0, None],
+            "start_s": [0.0, 0.0, 10.0], "fs": [100.0, 100.0, 100.0], "stay_id": [5, 5, 5],
+            "values": [[0.1] * 1000, [0.2] * 1000, [0.3] * 1000]}
+    pl.DataFrame(base, schema_overrides={"values": pl.List(pl.Float32)}).write_parquet(
+        folder / "p11-0001.parquet")
+    pl.DataFrame({**base, "channel": ["ppg"] * 3}, schema_overrides={
+        "values": pl.List(pl.Float32)}).write_parquet(folder / "p11-0002.parquet")
+
+    encoder = LinearEncoder(width=1000, latent=2)
+    encoder.channel = "ecg_ii"
+    modality = Modality("waveforms", folder, "window_waveforms", waveform_inputs)
+    summary = export(modality, tmp_path / "latents" / "waveforms", encoder)
+
+    table = pl.scan_parquet(f"{tmp_path / 'latents' / 'waveforms'}/").collect()
+    assert summary["rows"] == 2 and set(table["channel"]) == {"ecg_ii"}
+    assert table["window_end"].to_list() == [T0 + dt.timedelta(seconds=10), None]
+    assert table.columns[:7] == ["subject_id", "stay_id", "record_name", "channel",
+                                 "window_start", "window_end", "start_s"]
+    # the all-ppg record has nothing to encode: no part, but it is remembered as done
+    assert [p.name for p in (tmp_path / "latents" / "waveforms").iterdir()] == [
+        "p11-0001.parquet"]
+
+
+def test_meds_events_have_one_code_per_dimension(ehr: Modality, tmp_path: Path):
+    out = tmp_path / "latents" / "ehr"
+    export(ehr, out, LinearEncoder(width=6), meds_dir=tmp_path / "latents" / "_meds" / "ehr")
+    events = pl.scan_parquet(f"{tmp_path / 'latents' / '_meds' / 'ehr'}/").collect()
+    assert events.height == 10 * 3
+    assert sorted(set(events["code"])) == [f"LATENT//medae-ehr//d0{i}" for i in range(3)]
+    assert events.schema["numeric_value"] == pl.Float32
+    assert events.schema["time"] == pl.Datetime("us")
+    first = events.filter(pl.col("subject_id") == 1).sort("time", "code")
+    assert first["time"][0] == T0 + dt.timedelta(hours=24)
+
+
+def test_manifest_index_holds_one_entry_per_table(ehr: Modality, tmp_path: Path):
+    root = tmp_path / "latents"
+    export(ehr, root / "ehr", LinearEncoder(width=6))
+    export(ehr, root / "ehr_copy", LinearEncoder(width=6))
+    index = json.loads((root / "_manifest.json").read_text())
+    assert sorted(index) == ["ehr", "ehr_copy"]
+    assert index["ehr"]["rows"] == index["ehr_copy"]["rows"] == 10
+
+
+def test_module_doctests():
+    result = doctest.testmod(latents)
+    assert result.failed == 0 and result.attempted >= 8
