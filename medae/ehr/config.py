@@ -32,8 +32,20 @@ class CleanEhr(Section):
 
 
 class FeaturizeEhr(Section):
+    """Stay windows: ``window_hours`` long every ``stride_hours``, in bins of ``bin_hours``.
+
+    ``variables``: dictionary codes to use (null = every dictionary variable, in dictionary
+    order); ``aggregations``: per-code override of the dictionary's per-bin aggregation;
+    ``max_ffill_hours``: forward fill within a stay at most this long after a measurement;
+    ``delta_max_hours``: hours-since-last is capped here and divided by it (0..1).
+    """
+
     out: str = "data/features/ehr_windows"
+    stats: str = "data/features/ehr_stats.json"
     window_hours: int = Field(default=24, ge=1)
     stride_hours: int = Field(default=6, ge=1)
     bin_hours: int = Field(default=1, ge=1)
     max_ffill_hours: int = Field(default=12, ge=0)
+    delta_max_hours: float = Field(default=48.0, gt=0)
+    variables: list[str] | None = None
+    aggregations: dict[str, Literal["mean", "sum", "last", "min", "max"]] = {}

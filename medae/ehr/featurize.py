@@ -1,0 +1,385 @@
+"""Stage ``featurize_ehr``: the MEDS store -> fixed-size stay windows for the EHR autoencoder.
+
+Per ICU stay, events of the chosen dictionary variables are aggregated into bins of
+``bin_hours`` from ``intime`` (per variable: the dictionary's aggregation, overridable). On the
+whole-stay grid: ``mask`` (observed in the bin), forward fill within the stay for at most
+``max_ffill_hours``, then the train-split mean; ``delta`` = hours since the last measurement
+(capped at ``delta_max_hours`` and divided by it); values z-scored with train-split statistics.
+Windows of ``window_hours`` start every ``stride_hours`` (a stay shorter than a window gives one
+window padded with unobserved bins). Static features: age at ICU admission (z-scored with train
+statistics) and sex (M=1). Label: ``admissions.hospital_expire_flag``.
+
+Statistics are fitted on train subjects only, in two passes through the executor: partial sums
+per shard (cached by content), then the windows per shard. A shard whose inputs, split
+membership, statistics and parameters are unchanged is not recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from medae.ehr.dictionary import load_dictionary
+from medae.ehr.shards import (
+    digest,
+    file_digest,
+    load_fingerprints,
+    save_fingerprints,
+    shard_expr,
+    shard_name,
+)
+from medae.errors import ConfigError, DataError
+from medae.executor import map_items
+from medae.io import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+US_PER_HOUR = 3_600_000_000
+AGE_CAP_YEARS = 91.0  # MIMIC-III shifts ages over 89 to about 300; cap like MIMIC-IV's 91
+
+
+# ------------------------------------------------------------------ pure helpers (tested)
+
+def window_starts(los_hours: float, window_hours: int, stride_hours: int) -> list[int]:
+    """Window start offsets (hours from intime): every full window, and at least one.
+
+    >>> window_starts(30.0, 24, 6), window_starts(5.0, 24, 6), window_starts(24.0, 24, 6)
+    ([0, 6], [0], [0])
+    """
+    if los_hours < window_hours:
+        return [0]
+    return list(range(0, int((los_hours - window_hours) // stride_hours) * stride_hours + 1,
+                      stride_hours))
+
+
+def bin_events(events: pl.LazyFrame, stays: pl.LazyFrame, variables: list[str],
+               aggregations: dict[str, str], bin_hours: int) -> pl.LazyFrame:
+    """Aggregate numeric events per (stay, bin, variable).
+
+    ``stays`` needs ``stay_id``, ``intime`` and ``n_bins`` (grid length); events outside the
+    grid are dropped. Returns ``stay_id, bin, var (index into variables), value``.
+
+    >>> from datetime import datetime as dt
+    >>> ev = pl.LazyFrame({"stay_id": [1, 1, 1], "code": ["A", "A", "B"],
+    ...     "time": [dt(2100, 1, 1, 0, 10), dt(2100, 1, 1, 0, 50), dt(2100, 1, 1, 2)],
+    ...     "numeric_value": [1.0, 3.0, 5.0]})
+    >>> st = pl.LazyFrame({"stay_id": [1], "intime": [dt(2100, 1, 1)], "n_bins": [24]})
+    >>> bin_events(ev, st, ["A", "B"], {"A": "mean", "B": "sum"}, 1).collect().rows()
+    [(1, 0, 0, 2.0), (1, 2, 1, 5.0)]
+    """
+    codes = pl.LazyFrame({"code": variables, "var": list(range(len(variables))),
+                          "agg": [aggregations[c] for c in variables]},
+                         schema={"code": pl.String, "var": pl.Int32, "agg": pl.String})
+    lf = events.filter(pl.col("numeric_value").is_not_null() & pl.col("stay_id").is_not_null())
+    lf = lf.join(codes, on="code", how="inner").join(stays.select("stay_id", "intime", "n_bins"),
+                                                     on="stay_id", how="inner")
+    offset_us = (pl.col("time") - pl.col("intime")).dt.total_microseconds()
+    lf = lf.with_columns(bin=(offset_us // (US_PER_HOUR * bin_hours)).cast(pl.Int32))
+    lf = lf.filter((pl.col("bin") >= 0) & (pl.col("bin") < pl.col("n_bins")))
+    value = pl.col("numeric_value").cast(pl.Float64)
+    grouped = lf.group_by("stay_id", "bin", "var").agg(
+        pl.col("agg").first(), value.mean().alias("mean"), value.sum().alias("sum"),
+        value.min().alias("min"), value.max().alias("max"),
+        value.sort_by("time").last().alias("last"),
+    )
+    picked = pl.coalesce([pl.when(pl.col("agg") == a).then(pl.col(a))
+                          for a in ("mean", "sum", "min", "max", "last")])
+    return grouped.select("stay_id", "bin", "var", picked.alias("value")).sort(
+        "stay_id", "bin", "var")
+
+
+def fill_forward(values: np.ndarray, max_gap_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Forward fill NaNs along axis 0 for at most ``max_gap_bins``; also the bins since the
+    last observation (-1 where never observed).
+
+    >>> v = np.array([[1.0], [np.nan], [np.nan], [np.nan]])
+    >>> filled, since = fill_forward(v, 2)
+    >>> filled[:, 0].tolist(), since[:, 0].tolist()
+    ([1.0, 1.0, 1.0, nan], [0, 1, 2, 3])
+    """
+    steps = np.arange(values.shape[0])[:, None]
+    last = np.where(~np.isnan(values), steps, -1)
+    last = np.maximum.accumulate(last, axis=0)
+    since = np.where(last >= 0, steps - last, -1)
+    taken = np.take_along_axis(values, np.maximum(last, 0), axis=0)
+    filled = np.where((last >= 0) & (since <= max_gap_bins), taken, np.nan)
+    return filled, since
+
+
+# ---------------------------------------------------------------------- per-shard inputs
+
+def _params_view(cfg: Any, variables: list[str], aggregations: dict[str, str]) -> dict[str, Any]:
+    if cfg.window_hours % cfg.bin_hours or cfg.stride_hours % cfg.bin_hours:
+        raise ConfigError("featurize_ehr: window_hours and stride_hours must be multiples of "
+                          "bin_hours")
+    return {"window_hours": cfg.window_hours, "stride_hours": cfg.stride_hours,
+            "bin_hours": cfg.bin_hours, "max_ffill_hours": cfg.max_ffill_hours,
+            "delta_max_hours": cfg.delta_max_hours, "variables": variables,
+            "aggregations": aggregations, "format": FORMAT_VERSION}
+
+
+def _stays(item: dict[str, Any]) -> pl.DataFrame:
+    """The shard's stays with grid length, age, sex, split and mortality label."""
+    raw, meds_file, view = Path(item["raw"]), Path(item["meds"]), item["view"]
+    name = Path(meds_file).name
+    stays = pl.scan_parquet(raw / "icustays" / name)
+    adm = pl.scan_parquet(raw / "admissions" / name).select(
+        "hadm_id",
+        pl.coalesce(pl.col("hospital_expire_flag"), pl.col("deathtime").is_not_null()
+                    .cast(pl.Int64)).cast(pl.Int8).alias("label_mortality"))
+    meds = pl.scan_parquet(meds_file)
+    birth = meds.filter(pl.col("code") == "MEDS_BIRTH").group_by("subject_id").agg(
+        pl.col("time").min().alias("birth"))
+    sex = meds.filter(pl.col("code").str.starts_with("GENDER//")).group_by("subject_id").agg(
+        (pl.col("code").first() == "GENDER//M").cast(pl.Float32).alias("sex_male"))
+    splits = pl.LazyFrame(item["splits"], schema={"subject_id": pl.Int64, "split": pl.String},
+                          orient="row")
+    los_h = (pl.col("outtime") - pl.col("intime")).dt.total_microseconds() / US_PER_HOUR
+    df = (stays.filter(pl.col("intime").is_not_null() & pl.col("outtime").is_not_null())
+          .join(adm, on="hadm_id", how="left").join(birth, on="subject_id", how="left")
+          .join(sex, on="subject_id", how="left").join(splits, on="subject_id", how="left")
+          .with_columns(los_hours=los_h,
+                        age=((pl.col("intime") - pl.col("birth")).dt.total_days() / 365.25)
+                        .clip(0, AGE_CAP_YEARS))
+          .sort("stay_id").collect())
+    starts = [window_starts(h, view["window_hours"], view["stride_hours"]) for h in df["los_hours"]]
+    n_bins = [(s[-1] + view["window_hours"]) // view["bin_hours"] for s in starts]
+    return df.with_columns(pl.Series("starts", starts, dtype=pl.List(pl.Int32)),
+                           pl.Series("n_bins", n_bins, dtype=pl.Int32))
+
+
+def _grid(item: dict[str, Any], stays: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Dense (all stays' bins, variables) aggregate grid (NaN = not observed) and row offsets."""
+    view = item["view"]
+    variables = view["variables"]
+    offsets = np.concatenate([[0], np.cumsum(stays["n_bins"].to_numpy())]).astype(np.int64)
+    grid = np.full((int(offsets[-1]), len(variables)), np.nan, dtype=np.float64)
+    if stays.height == 0:
+        return grid, offsets
+    binned = bin_events(pl.scan_parquet(item["meds"]), stays.lazy(), variables,
+                        view["aggregations"], view["bin_hours"]).collect()
+    row_of_stay = dict(zip(stays["stay_id"].to_list(), offsets[:-1].tolist(), strict=True))
+    base = binned["stay_id"].replace_strict(row_of_stay, return_dtype=pl.Int64).to_numpy()
+    grid[base + binned["bin"].to_numpy(), binned["var"].to_numpy()] = binned["value"].to_numpy()
+    return grid, offsets
+
+
+# -------------------------------------------------------------------- pass 1: statistics
+
+def shard_sums(item: dict[str, Any]) -> dict[str, Any]:
+    """Count, sum and sum of squares of binned values and ages over the shard's train stays."""
+    stays = _stays(item)
+    grid, offsets = _grid(item, stays)
+    is_train = (stays["split"] == "train").fill_null(False).to_numpy()
+    rows = np.repeat(is_train, np.diff(offsets))
+    train = grid[rows]
+    ages = stays.filter(pl.col("split") == "train")["age"].drop_nulls().to_numpy()
+    return {"count": np.sum(~np.isnan(train), axis=0).tolist(),
+            "sum": np.nansum(train, axis=0).tolist(),
+            "sumsq": np.nansum(train**2, axis=0).tolist(),
+            "age": [int(ages.size), float(ages.sum()), float((ages**2).sum())]}
+
+
+def _mean_std(n: float, total: float, squares: float) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    mean = total / n
+    var = max(squares / n - mean * mean, 0.0)
+    std = math.sqrt(var) if n > 1 else 0.0
+    return mean, std if std > 1e-6 else 1.0
+
+
+def combine_sums(parts: list[dict[str, Any]], view: dict[str, Any]) -> dict[str, Any]:
+    """The statistics file's content from per-shard partial sums."""
+    variables = view["variables"]
+    count = np.sum([p["count"] for p in parts], axis=0) if parts else np.zeros(len(variables))
+    total = np.sum([p["sum"] for p in parts], axis=0) if parts else np.zeros(len(variables))
+    squares = np.sum([p["sumsq"] for p in parts], axis=0) if parts else np.zeros(len(variables))
+    mean, std = {}, {}
+    for i, code in enumerate(variables):
+        mean[code], std[code] = _mean_std(float(count[i]), float(total[i]), float(squares[i]))
+    age = np.sum([p["age"] for p in parts], axis=0) if parts else np.zeros(3)
+    age_mean, age_std = _mean_std(*map(float, age))
+    return {"variables": variables, "n_bins": view["window_hours"] // view["bin_hours"],
+            "bin_hours": view["bin_hours"], "window_hours": view["window_hours"],
+            "stride_hours": view["stride_hours"], "max_ffill_hours": view["max_ffill_hours"],
+            "delta_max_hours": view["delta_max_hours"], "aggregations": view["aggregations"],
+            "mean": mean, "std": std, "count": {c: int(n) for c, n in zip(variables, count,
+                                                                          strict=True)},
+            "static": ["age", "sex_male"], "age_mean": age_mean, "age_std": age_std,
+            "fitted_on": "train"}
+
+
+# ----------------------------------------------------------------------- pass 2: windows
+
+def _normalised_grid(grid: np.ndarray, offsets: np.ndarray, stats: dict[str, Any],
+                     view: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """values (imputed, z-scored), mask and scaled delta on the whole-stay grid."""
+    mean = np.array([stats["mean"][c] for c in view["variables"]])
+    std = np.array([stats["std"][c] for c in view["variables"]])
+    values = np.empty_like(grid)
+    since = np.empty(grid.shape, dtype=np.int64)
+    max_gap = view["max_ffill_hours"] // view["bin_hours"]
+    for lo, hi in zip(offsets[:-1], offsets[1:], strict=True):
+        values[lo:hi], since[lo:hi] = fill_forward(grid[lo:hi], max_gap)
+        never = since[lo:hi] < 0  # never observed yet: hours since the stay began
+        since[lo:hi][never] = (np.arange(hi - lo)[:, None] + 1).repeat(grid.shape[1], 1)[never]
+    values = np.where(np.isnan(values), mean, values)
+    values = (values - mean) / std
+    delta = np.minimum(since * view["bin_hours"], view["delta_max_hours"]) / view[
+        "delta_max_hours"]
+    mask = (~np.isnan(grid)).astype(np.float32)
+    return values.astype(np.float32), mask, delta.astype(np.float32)
+
+
+def _window_rows(stays: pl.DataFrame, offsets: np.ndarray, view: dict[str, Any]) -> np.ndarray:
+    """For each window, the grid row where it starts (windows in stay, start order)."""
+    per_bin = view["bin_hours"]
+    starts = [offsets[i] + s // per_bin for i, ss in enumerate(stays["starts"]) for s in ss]
+    return np.asarray(starts, dtype=np.int64)
+
+
+def _flat(array: np.ndarray, rows: np.ndarray, n_bins: int) -> pl.Series:
+    idx = rows[:, None] + np.arange(n_bins)[None, :]
+    block = array[idx].reshape(len(rows), -1)
+    return pl.Series(block).cast(pl.List(pl.Float32))
+
+
+def featurize_shard(item: dict[str, Any]) -> dict[str, Any]:
+    """Write one ``part_NNNN.parquet`` of windows (module-level: runs in executor workers)."""
+    view, stats = item["view"], item["stats"]
+    stays = _stays(item)
+    grid, offsets = _grid(item, stays)
+    values, mask, delta = _normalised_grid(grid, offsets, stats, view)
+    n_bins = view["window_hours"] // view["bin_hours"]
+    rows = _window_rows(stays, offsets, view)
+    windows = stays.select("subject_id", "hadm_id", "stay_id", "intime", "starts", "split",
+                           "label_mortality", "age", "sex_male").explode("starts")
+    start = pl.col("intime") + pl.duration(hours=pl.col("starts"))
+    age_z = ((pl.col("age") - stats["age_mean"]) / stats["age_std"]).fill_null(0.0)
+    static = pl.concat_list(age_z.cast(pl.Float32), pl.col("sex_male").fill_null(0.5)
+                            .cast(pl.Float32))
+    out = windows.select(
+        "subject_id", "hadm_id", "stay_id",
+        start.dt.cast_time_unit("us").alias("window_start"),
+        (start + pl.duration(hours=view["window_hours"])).dt.cast_time_unit("us")
+        .alias("window_end"),
+        pl.col("split").fill_null("unassigned"),
+        _flat(values, rows, n_bins).alias("values") if len(rows) else pl.lit(None).cast(
+            pl.List(pl.Float32)).alias("values"),
+        _flat(mask, rows, n_bins).alias("mask") if len(rows) else pl.lit(None).cast(
+            pl.List(pl.Float32)).alias("mask"),
+        _flat(delta, rows, n_bins).alias("delta") if len(rows) else pl.lit(None).cast(
+            pl.List(pl.Float32)).alias("delta"),
+        static.alias("static"),
+        pl.col("label_mortality").fill_null(0).cast(pl.Int8),
+    ).sort("stay_id", "window_start")
+    with atomic_path(Path(item["target"])) as tmp:
+        out.write_parquet(tmp)
+    return {"windows": out.height, "stays": stays.height}
+
+
+# ------------------------------------------------------------------------------- stage
+
+def _inputs(params: Any) -> tuple[Path, Path, pl.DataFrame, int]:
+    raw = params.path(params.ingest_ehr.out)
+    meds = params.path(params.clean_ehr.out)
+    splits_path = meds / "metadata" / "subject_splits.parquet"
+    if not splits_path.exists():
+        raise DataError(f"{meds}: no MEDS store; run `medae run clean_ehr` first")
+    shards = int(load_fingerprints(raw).get("shards", 0))
+    return raw, meds, pl.read_parquet(splits_path), shards
+
+
+def _selection(params: Any) -> tuple[list[str], dict[str, str]]:
+    cfg = params.featurize_ehr
+    dictionary = load_dictionary(params.path(params.clean_ehr.dictionary)
+                                 if params.clean_ehr.dictionary else None)
+    known = dictionary.by_code()
+    variables = list(cfg.variables) if cfg.variables else dictionary.codes
+    for code in [*variables, *cfg.aggregations]:
+        if code not in known:
+            raise ConfigError(f"featurize_ehr: '{code}' is not a dictionary code")
+    aggs = {c: cfg.aggregations.get(c, known[c].agg) for c in variables}
+    return variables, aggs
+
+
+def run(params: Any) -> dict[str, Any]:
+    """Fit train statistics, then write the windows of every changed shard."""
+    cfg = params.featurize_ehr
+    raw, meds, splits, shards = _inputs(params)
+    variables, aggs = _selection(params)
+    view = _params_view(cfg, variables, aggs)
+    out = params.path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_fingerprints(out)
+    by_shard = splits.with_columns(shard_expr(shards)).partition_by("shard", as_dict=True)
+    items = []
+    for shard in range(shards):
+        name = shard_name(shard)
+        part = by_shard.get((shard,), pl.DataFrame(schema=splits.schema))
+        rows = part.select("subject_id", "split").sort("subject_id").rows()
+        files = [meds / "data" / f"{name}.parquet", raw / "icustays" / f"{name}.parquet",
+                 raw / "admissions" / f"{name}.parquet"]
+        if not all(f.exists() for f in files):
+            raise DataError(f"{files[0].parent}: shard {name} missing; re-run clean_ehr")
+        items.append({"raw": str(raw), "meds": str(files[0]), "view": view, "splits": rows,
+                      "inputs": digest([file_digest(f) for f in files], rows, view),
+                      "target": str(out / f"part_{shard:04d}.parquet")})
+    sums = _fit_sums(items, state.get("sums", {}), params)
+    stats = combine_sums([s["value"] for s in sums.values()], view)
+    stats_digest = digest(stats)
+    old_parts = state.get("parts", {})
+    todo = [it for it in items
+            if old_parts.get(Path(it["target"]).name) != digest(it["inputs"], stats_digest)
+            or not Path(it["target"]).exists()]
+    for it in todo:
+        it["stats"] = stats
+    log.info("featurize_ehr: %d shards, %d to recompute", shards, len(todo))
+    results = map_items(featurize_shard, todo, params.executor,
+                        names=[Path(t["target"]).stem for t in todo], desc="featurize_ehr shards")
+    _write_stats(params.path(cfg.stats), stats)
+    for stale in out.glob("part_*.parquet"):
+        if int(stale.stem.split("_")[1]) >= shards:
+            stale.unlink()
+    save_fingerprints(out, {"sums": sums, "parts": {
+        Path(it["target"]).name: digest(it["inputs"], stats_digest) for it in items}})
+    return {"out": str(out), "stats": str(params.path(cfg.stats)), "shards": shards,
+            "recomputed": [Path(t["target"]).stem for t in todo],
+            "windows_written": sum(r["windows"] for r in results.values if r),
+            "variables": len(variables)}
+
+
+def _fit_sums(items: list[dict[str, Any]], cached: dict[str, Any],
+              params: Any) -> dict[str, Any]:
+    """Per-shard partial sums, recomputed only for shards whose inputs changed."""
+    sums = {}
+    todo = []
+    for it in items:
+        name = Path(it["target"]).name
+        if cached.get(name, {}).get("inputs") == it["inputs"]:
+            sums[name] = cached[name]
+        else:
+            todo.append(it)
+    results = map_items(shard_sums, todo, params.executor,
+                        names=[Path(t["target"]).stem for t in todo], desc="featurize_ehr stats")
+    for it, value in zip(todo, results.values, strict=True):
+        sums[Path(it["target"]).name] = {"inputs": it["inputs"], "value": value}
+    return dict(sorted(sums.items()))
+
+
+def _write_stats(path: Path, stats: dict[str, Any]) -> None:
+    """Rewrite the statistics file only when it changes (keeps its bytes and mtime)."""
+    if path.exists():
+        import json
+
+        if json.loads(path.read_text(encoding="utf-8")) == json.loads(
+                json.dumps(stats, sort_keys=True, default=str)):
+            return
+    write_json_atomic(path, stats)
