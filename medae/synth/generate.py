@@ -37,7 +37,8 @@ def stream_rng(seed: int, stream: int, chunk: int = 0) -> np.random.Generator:
 
 
 def generate(out: Path, *, subjects: int, seed: int, waveforms: bool = True,
-             waveform_share: float = 0.3, waveform_out: Path | None = None) -> dict:
+             waveform_share: float = 0.3, waveform_out: Path | None = None,
+             waveform_seconds: float = 300.0) -> dict:
     """Write ``out/hosp`` and ``out/icu`` tables (and WFDB records); return a summary.
 
     >>> import tempfile
@@ -63,7 +64,8 @@ def generate(out: Path, *, subjects: int, seed: int, waveforms: bool = True,
         from medae.synth.waveforms import write_waveforms
 
         wave_dir = Path(waveform_out) if waveform_out is not None else out / "waveforms"
-        summary["waveforms"] = write_waveforms(wave_dir, cohort, seed=seed, share=waveform_share)
+        summary["waveforms"] = write_waveforms(wave_dir, cohort, seed=seed, share=waveform_share,
+                                               seconds=waveform_seconds)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     log.info("synth: %d subjects, %d chartevents rows in %.1f s", subjects,
              rows["chartevents"], summary["seconds"])
