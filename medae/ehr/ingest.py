@@ -33,6 +33,8 @@ from medae.ehr.tables import (
     canonical_schema,
     detect_layout,
     find_table,
+    read_header,
+    resolve_columns,
     scan_table,
 )
 from medae.errors import DataError
@@ -125,6 +127,8 @@ def _plan(params: Any) -> tuple[str, list[dict[str, Any]]]:
             log.warning("%s: optional table '%s' not found; continuing without it",
                         source, spec.name)
             continue
+        # Headers are checked here, before any fan-out, so a bad file fails fast and alone.
+        resolve_columns(path, read_header(path), spec, layout)
         items.append({"table": spec.name, "path": str(path), "layout": layout,
                       "out": str(out), "shards": shards,
                       "fingerprint": source_fingerprint(path, layout, shards)})

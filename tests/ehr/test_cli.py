@@ -1,0 +1,37 @@
+"""The stages through the command line, as DVC calls them."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from medae.cli import app
+
+from .conftest import ROOT
+from .test_layouts import mimic3_source
+
+
+def test_medae_run_ingest_with_set_overrides(tmp_path):
+    source = mimic3_source(tmp_path / "src")
+    out = tmp_path / "raw"
+    result = CliRunner().invoke(app, [
+        "run", "ingest_ehr", "--params", str(ROOT / "params.yaml"),
+        "--set", f"ehr.source={source}", "--set", f"ingest_ehr.out={out}",
+        "--set", "ingest_ehr.shards=3", "--set", "executor.workers=1",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["stage"] == "ingest_ehr" and summary["layout"] == "mimic3"
+    assert sorted(p.name for p in (out / "chartevents").iterdir()) == [
+        "shard_0000.parquet", "shard_0001.parquet", "shard_0002.parquet"]
+
+
+def test_medae_run_reports_bad_source_in_one_line(tmp_path):
+    source = mimic3_source(tmp_path / "src", drop_intime=True)
+    result = CliRunner().invoke(app, [
+        "run", "ingest_ehr", "--params", str(ROOT / "params.yaml"),
+        "--set", f"ehr.source={source}", "--set", f"ingest_ehr.out={tmp_path / 'raw'}",
+    ])
+    assert result.exit_code == 1
+    assert "ICUSTAYS.csv.gz: missing required column 'intime'" in result.stderr

@@ -1,0 +1,110 @@
+"""Source layouts: MIMIC-III flat upper-case files, parquet sources, header and table errors."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from medae.ehr.tables import detect_layout
+from medae.errors import DataError
+from medae.stages import run_stage
+
+from .conftest import ehr_params, run_all, write_csv
+
+T0 = datetime(2150, 3, 1, 8, 0)
+
+
+def mimic3_source(root: Path, *, drop_intime: bool = False) -> Path:
+    """A tiny MIMIC-III-shaped source: upper-case names and headers, ROW_ID, ICUSTAY_ID,
+    CareVue (211 HR, 678 temp °F, 646 SpO2) and MetaVision (220045 HR) itemids."""
+    def ts(hours: float) -> str:
+        return (T0 + timedelta(hours=hours)).strftime("%Y-%m-%d %H:%M:%S")
+
+    write_csv(pl.DataFrame({"ROW_ID": [1, 2], "SUBJECT_ID": [3, 4], "GENDER": ["M", "F"],
+                            "DOB": ["2090-01-01 00:00:00", "2100-06-01 00:00:00"],
+                            "DOD": [None, None], "EXPIRE_FLAG": [0, 0]},
+                           schema_overrides={"DOD": pl.String}), root / "PATIENTS.csv.gz")
+    write_csv(pl.DataFrame({"ROW_ID": [1, 2], "SUBJECT_ID": [3, 4], "HADM_ID": [30, 40],
+                            "ADMITTIME": [ts(-2), ts(-1)], "DISCHTIME": [ts(100), ts(80)],
+                            "DEATHTIME": [None, ts(80)], "HOSPITAL_EXPIRE_FLAG": [0, 1]},
+                           schema_overrides={"DEATHTIME": pl.String}),
+              root / "ADMISSIONS.csv.gz")
+    stays = {"ROW_ID": [1, 2], "SUBJECT_ID": [3, 4], "HADM_ID": [30, 40],
+             "ICUSTAY_ID": [300, 400], "DBSOURCE": ["carevue", "metavision"],
+             "INTIME": [ts(0), ts(0)], "OUTTIME": [ts(48), ts(30)]}
+    if drop_intime:
+        del stays["INTIME"]
+    write_csv(pl.DataFrame(stays), root / "ICUSTAYS.csv.gz")
+    write_csv(pl.DataFrame({
+        "ROW_ID": [1, 2, 3, 4, 5], "SUBJECT_ID": [3, 3, 3, 4, 4], "HADM_ID": [30, 30, 30, 40, 40],
+        "ICUSTAY_ID": [300, 300, 300, 400, 400], "ITEMID": [211, 678, 646, 220045, 220045],
+        "CHARTTIME": [ts(1), ts(1), ts(2), ts(1), ts(1)],
+        "VALUE": ["88", "100.4", "97", "70", "70"], "VALUENUM": [88.0, 100.4, 97.0, 70.0, 70.0],
+        "VALUEUOM": ["BPM", "Deg. F", "%", "bpm", "bpm"], "ERROR": [0, 0, 0, 0, 0],
+    }), root / "CHARTEVENTS.csv.gz")
+    write_csv(pl.DataFrame({"ROW_ID": [1], "SUBJECT_ID": [3], "HADM_ID": [30], "ITEMID": [50912],
+                            "CHARTTIME": [ts(3)], "VALUE": ["1.4"], "VALUENUM": [1.4],
+                            "VALUEUOM": ["mg/dL"], "FLAG": ["abnormal"]}),
+              root / "LABEVENTS.csv")
+    return root
+
+
+def test_mimic3_layout_detected_and_cleaned(tmp_path):
+    source = mimic3_source(tmp_path / "mimic3")
+    assert detect_layout(source) == "mimic3"
+    params = ehr_params(tmp_path / "work", source, "ingest_ehr.shards=2")
+    summaries = run_all(params)
+    assert summaries["ingest_ehr"]["layout"] == "mimic3"
+    store = pl.read_parquet(params.path(params.clean_ehr.out) / "data" / "*.parquet")
+    hr = store.filter(pl.col("code") == "VITAL//HEART_RATE").sort("subject_id")
+    # CareVue 211 and MetaVision 220045 are one variable; the MetaVision duplicate is dropped
+    assert hr.select("subject_id", "numeric_value", "stay_id").rows() == [
+        (3, 88.0, 300), (4, 70.0, 400)]
+    temp = store.filter(pl.col("code") == "VITAL//TEMPERATURE")["numeric_value"].item()
+    assert temp == pytest.approx(38.0, abs=1e-3)
+    creat = store.filter(pl.col("code") == "LAB//CREATININE")
+    assert creat["stay_id"].to_list() == [300]  # lab row attached to the stay it falls in
+    births = store.filter(pl.col("code") == "MEDS_BIRTH").sort("subject_id")["time"].to_list()
+    assert births == [datetime(2090, 1, 1), datetime(2100, 6, 1)]
+    windows = pl.read_parquet(params.path(params.featurize_ehr.out) / "*.parquet")
+    assert windows.group_by("stay_id").len().sort("stay_id").rows() == [(300, 5), (400, 2)]
+    assert windows.filter(pl.col("stay_id") == 400)["label_mortality"].unique().to_list() == [1]
+
+
+def test_missing_required_column_names_file_and_column(tmp_path):
+    source = mimic3_source(tmp_path / "mimic3", drop_intime=True)
+    params = ehr_params(tmp_path / "work", source)
+    with pytest.raises(DataError, match=r"ICUSTAYS\.csv\.gz: missing required column 'intime'"):
+        run_stage("ingest_ehr", params)
+
+
+def test_missing_optional_table_warns(tmp_path, caplog):
+    source = mimic3_source(tmp_path / "mimic3")
+    (source / "LABEVENTS.csv").unlink()
+    params = ehr_params(tmp_path / "work", source, "ingest_ehr.shards=1")
+    with caplog.at_level(logging.WARNING, logger="medae"):
+        summary = run_stage("ingest_ehr", params)
+    assert "labevents" not in summary["tables"]
+    assert "optional table 'labevents' not found" in caplog.text
+
+
+def test_parquet_source_with_extra_and_mixed_case_columns(tmp_path):
+    source = mimic3_source(tmp_path / "mimic3")
+    stays = pl.read_csv(source / "ICUSTAYS.csv.gz").rename({"INTIME": "InTime"})
+    stays.with_columns(EXTRA=pl.lit("x")).write_parquet(source / "ICUSTAYS.parquet")
+    (source / "ICUSTAYS.csv.gz").unlink()
+    params = ehr_params(tmp_path / "work", source, "ingest_ehr.shards=1")
+    run_stage("ingest_ehr", params)
+    got = pl.read_parquet(params.path(params.ingest_ehr.out) / "icustays" / "*.parquet")
+    assert got.columns == ["subject_id", "hadm_id", "stay_id", "intime", "outtime"]
+    assert got["intime"].dtype == pl.Datetime("us") and got["intime"].null_count() == 0
+
+
+def test_unknown_layout_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="cannot tell the layout"):
+        detect_layout(tmp_path / "empty")
