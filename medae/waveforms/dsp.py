@@ -163,7 +163,7 @@ def normalise_windows(w: np.ndarray, method: str) -> np.ndarray:
     >>> normalise_windows(np.array([[1.0, 2.0, 3.0]]), "zscore").round(3).tolist()
     [[-1.225, 0.0, 1.225]]
     """
-    if method == "none":
+    if method == "none" or w.size == 0:
         return w
     if method == "zscore":
         centre = np.nanmean(w, axis=1, keepdims=True)

@@ -363,7 +363,7 @@ def _process_segment(job: RecordJob, seg: Segment, writer, beat_writer, referenc
         return
     beat_index = (pick_ecg_channel([p.raw for p in plans], cfg.beat_channel)
                   if beat_writer is not None else None)
-    pad = int((cfg.window_s + 5.0) * seg.frame_fs)  # filters settle before the core starts
+    pad = int((cfg.window_s + _settle_s(plans, cfg)) * seg.frame_fs)
     chunk_frames = max(1, int(cfg.chunk_s * seg.frame_fs))
     for chunk in iter_chunks(seg, chunk_frames, pad, [p.index for p in plans]):
         tables = []
@@ -379,6 +379,13 @@ def _process_segment(job: RecordJob, seg: Segment, writer, beat_writer, referenc
                                                     cfg.beat_fs, reference, plan.fs_in))
         for _, table in sorted(tables, key=lambda t: t[0]):
             writer.write_table(table)
+
+
+def _settle_s(plans: list[ChannelPlan], cfg: WindowWaveforms) -> float:
+    """Padding read either side of a chunk so filters settle before windows start: a few time
+    constants of the lowest high-pass edge in use (0.05 Hz needs a minute), at least 5 s."""
+    lows = [cfg.bands[p.kind][0] for p in plans if p.kind in cfg.bands and cfg.bands[p.kind][0]]
+    return max([5.0] + [3.0 / low for low in lows])
 
 
 @contextmanager
