@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,10 +20,17 @@ DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 class CsvGzWriter:
-    """Appends frames with a fixed column list to an open gzip stream (header written once)."""
+    """Appends frames with a fixed column list to an open gzip stream (header written once).
 
-    def __init__(self, stream: gzip.GzipFile, columns: list[str]) -> None:
+    Compression runs in one background thread (zlib releases the GIL) while the caller builds
+    the next chunk; at most one chunk waits, so memory stays bounded and order is kept.
+    """
+
+    def __init__(self, stream: gzip.GzipFile, columns: list[str],
+                 compressor: ThreadPoolExecutor) -> None:
         self._stream = stream
+        self._compressor = compressor
+        self._pending: Future | None = None
         self.columns = columns
         self.rows = 0
         stream.write((",".join(columns) + "\n").encode())
@@ -33,8 +41,15 @@ class CsvGzWriter:
         buffer = io.BytesIO()
         frame.write_csv(buffer, include_header=False, datetime_format=DATETIME_FORMAT,
                         date_format="%Y-%m-%d", null_value="")
-        self._stream.write(buffer.getvalue())
+        self.flush()
+        self._pending = self._compressor.submit(self._stream.write, buffer.getvalue())
         self.rows += frame.height
+
+    def flush(self) -> None:
+        """Wait for the chunk being compressed (re-raising its error, if any)."""
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
 
 
 @contextmanager
@@ -52,8 +67,12 @@ def csv_gz_writer(path: Path, columns: list[str]) -> Iterator[CsvGzWriter]:
     """
     with atomic_path(path) as tmp, open(tmp, "wb") as raw, \
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL,
-                          mtime=0) as stream:
-        yield CsvGzWriter(stream, columns)
+                          mtime=0) as stream, ThreadPoolExecutor(1) as compressor:
+        writer = CsvGzWriter(stream, columns, compressor)
+        try:
+            yield writer
+        finally:
+            writer.flush()
 
 
 def write_csv_gz(path: Path, frame: pl.DataFrame) -> int:
