@@ -119,9 +119,8 @@ def fingerprint(model: torch.nn.Module, optim: Optim, data_version: str) -> str:
 def check_finite(loss: torch.Tensor, where: str) -> None:
     if not bool(torch.isfinite(loss)):
         raise TrainingDiverged(
-            f"{where}: loss is {float(loss)} (not finite); training stopped and no model was "
-            "saved. Lower optim.lr, raise optim.grad_clip protection, or check the inputs for "
-            "extreme values")
+            f"{where}: loss is {float(loss.detach())} (not finite); training stopped and no "
+            "model was saved. Lower optim.lr or check the inputs for extreme values")
 
 
 def tuning_metrics(model, data: torch.Tensor, optim: Optim, device: str) -> dict[str, float]:
