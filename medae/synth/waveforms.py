@@ -41,7 +41,7 @@ from medae.synth.wfdb_write import (
 log = logging.getLogger(__name__)
 
 FRAME_FS = 125.0
-RECORD_SECONDS = 300.0   # default length of a record (all segments and gaps)
+RECORD_SECONDS = 300.0   # default seconds of signal per record (~ gaps of 2-20 s come on top)
 MULTIRATE_SHARE = 0.5    # share of records with ECG at 250 Hz (format 16)
 FIRST_RECORD_ID = 3_000_001
 
@@ -160,10 +160,11 @@ def plan_records(stays: pl.DataFrame, share: float, seconds: float,
     plans = []
     for k, row in enumerate(chosen):
         stay_len = out_s[row] - in_s[row]
-        length = min(seconds, 0.8 * stay_len)
-        start = int(in_s[row] + rng.uniform(0.05, 0.95) * (stay_len - length))
+        length = min(seconds, 0.5 * stay_len)
         has_abp = bool(stays["aline"][int(row)])
         segments, total = _segment_layout(int(length * FRAME_FS), has_abp, rng)
+        spare = max(stay_len - total / FRAME_FS, 0)  # the whole span, gaps included, fits
+        start = int(in_s[row] + rng.uniform(0.05, 0.95) * spare)
         plans.append(RecordPlan(int(stays["subject_id"][int(row)]), int(row),
                                 FIRST_RECORD_ID + k, start, segments, total,
                                 bool(rng.random() < MULTIRATE_SHARE), has_abp))
