@@ -56,6 +56,7 @@ def make_plan(params: Any, selected: list[str] | None, force: bool,
         "overrides": overrides,
         "order": names,
         "selected": list(selected) if selected else names,
+        "stale": sorted(pipeline.stale_stages(root)),
         "stages": {s.name: {"upstream": list(s.upstream), "outs": list(s.outs),
                             "metrics": list(s.metrics)} for s in graph},
     }
@@ -91,8 +92,11 @@ def run_one(plan: dict[str, Any], stage: str, statuses: dict[str, str],
     if bad:
         return StageOutcome(stage, BLOCKED, detail=f"upstream not done: {', '.join(bad)}")
     force = plan["force"]
+    upstream_ran = any(statuses.get(u) == RAN for u in plan["stages"][stage]["upstream"])
+    unchanged = stage not in plan["stale"] and not upstream_ran
     if stage in policy.TRAINING_STAGES:
-        decision = training_decision.with_options(name=f"{stage}-policy")(root, stage, params)
+        decision = training_decision.with_options(name=f"{stage}-policy")(
+            root, stage, params, maybe_changed=not unchanged)
         logger.info("%s: %s", stage, decision.reason)
         if not decision.run:
             return StageOutcome(stage, HELD, detail=decision.reason)
@@ -101,7 +105,7 @@ def run_one(plan: dict[str, Any], stage: str, statuses: dict[str, str],
         name=stage, retries=params.refresh.retries,
         retry_delay_seconds=params.refresh.retry_delay_s)
     t0 = time.perf_counter()
-    state = task(root, stage, force, return_state=True)
+    state = task(root, stage, force, known_unchanged=unchanged, return_state=True)
     seconds = round(time.perf_counter() - t0, 2)
     if state.is_failed():
         exc = state.result(raise_on_failure=False)

@@ -78,7 +78,8 @@ def summarise(params: Any, plan: dict[str, Any], outcomes: list[dict[str, Any]],
     """Write the markdown report (file + Prefect artifact) and return the JSON summary."""
     root = params.root
     metrics = [m for s in plan["stages"].values() for m in s["metrics"]]
-    pointers = [plan["stages"][s]["outs"][0] for s in TRAINING_STAGES if s in plan["stages"]]
+    pointers = [p for s in TRAINING_STAGES if s in plan["stages"]
+                for p in plan["stages"][s]["metrics"] + plan["stages"][s]["outs"]]
     context = report.collect_context(root, metrics, pointers,
                                      params.path(params.export_latents.out))
     markdown = report.render_markdown(

@@ -116,6 +116,15 @@ def reproduce(root: Path, stage: str, force: bool = False) -> bool:
     return f"Running stage '{stage}'" in output
 
 
+def stale_stages(root: Path) -> set[str]:
+    """Stages DVC would run now (changed deps, params or outs; never run): one ``dvc status``
+    for the whole pipeline, so unchanged stages cost no ``dvc repro`` process."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return set(repo.status())
+
+
 def changed(root: Path, stage: str) -> bool:
     """Whether DVC sees changed deps, params or outs for ``stage`` (it would run)."""
     from dvc.repo import Repo

@@ -55,33 +55,60 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def scalar_summary(obj: Any, limit: int = 8) -> dict[str, Any]:
-    """The first top-level numbers/strings of a metrics file, for a one-line DQ summary.
+def flatten_numbers(obj: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested dicts as dotted keys.
 
-    >>> scalar_summary({"rows": 10, "dropped": {"x": 1}, "share": 0.5})
-    {'rows': 10, 'share': 0.5}
+    >>> flatten_numbers({"a": 1, "b": {"c": 2.5, "d": "x"}})
+    {'a': 1, 'b.c': 2.5}
     """
-    if not isinstance(obj, dict):
+    flat: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            flat.update(flatten_numbers(value, f"{prefix}{key}."))
+    elif isinstance(obj, int | float) and not isinstance(obj, bool):
+        flat[prefix.rstrip(".")] = obj
+    return flat
+
+
+def dq_summary(report: Any, limit: int = 12) -> dict[str, float]:
+    """A DQ report's headline counts: its ``totals`` when it has them, else its per-table
+    counts summed over tables, else its top-level numbers.
+
+    >>> dq_summary({"tables": {"a": {"rows": 2, "dropped": 1}, "b": {"rows": 3}}})
+    {'rows': 5, 'dropped': 1}
+    >>> dq_summary({"stage": "w", "totals": {"windows": 9, "drop": {"gap": 1}}})
+    {'windows': 9, 'drop.gap': 1}
+    """
+    if not isinstance(report, dict):
         return {}
-    items = [(k, v) for k, v in obj.items() if isinstance(v, int | float | str | bool)]
-    return dict(items[:limit])
+    if isinstance(report.get("totals"), dict):
+        summary = flatten_numbers(report["totals"])
+    elif isinstance(report.get("tables"), dict):
+        summary: dict[str, float] = {}
+        for table in report["tables"].values():
+            for key, value in flatten_numbers(table).items():
+                summary[key] = summary.get(key, 0) + value
+    else:
+        summary = {k: v for k, v in report.items() if isinstance(v, int | float)
+                   and not isinstance(v, bool)}
+    return dict(list(summary.items())[:limit])
 
 
 def collect_context(root: Path, metrics: list[str], pointers: list[str],
                     latents: Path) -> dict[str, Any]:
     """DQ summaries, model pointers and latent manifests present after the refresh."""
-    dq = {m: scalar_summary(_read_json(root / m)) for m in metrics if (root / m).exists()}
+    dq = {m: dq_summary(_read_json(root / m)) for m in metrics
+          if m not in pointers and (root / m).exists()}
     models = {}
     for p in pointers:
         pointer = _read_json(root / p)
         if isinstance(pointer, dict):
             models[p] = {k: pointer.get(k) for k in ("model_name", "version", "run_id",
                                                      "champion")}
-    manifests = {}
-    for manifest in sorted(latents.glob("*/_manifest.json")):
-        m = _read_json(manifest) or {}
-        manifests[manifest.parent.name] = {k: m.get(k) for k in (
-            "rows", "files", "model_name", "model_version", "data_version", "created_at")}
+    index = _read_json(latents / "_manifest.json")
+    manifests = {name: {k: m.get(k) for k in ("rows", "files", "model_name", "model_version",
+                                              "data_version", "created_at")}
+                 for name, m in sorted((index or {}).items()) if isinstance(m, dict)}
     return {"dq": dq, "models": models, "latents": manifests}
 
 

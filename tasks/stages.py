@@ -19,18 +19,26 @@ def is_transient(task_, task_run, state) -> bool:
 
 
 @task(name="stage", retry_condition_fn=is_transient)
-def reproduce_stage(root: str, stage: str, force: bool = False) -> bool:
+def reproduce_stage(root: str, stage: str, force: bool = False,
+                    known_unchanged: bool = False) -> bool:
     """``dvc repro --single-item <stage>``: True when the stage ran, False when DVC skipped it.
-    Named after the stage at call time (``reproduce_stage.with_options(name=stage)``)."""
+
+    ``known_unchanged``: DVC's status at the start of the refresh saw no change in this stage
+    and none of its upstream stages has run since, so DVC would skip it: no process started.
+    Named after the stage at call time (``reproduce_stage.with_options(name=stage)``).
+    """
+    if known_unchanged and not force:
+        return False
     return pipeline.reproduce(Path(root), stage, force=force)
 
 
 @task(name="training-policy")
-def training_decision(root: str, stage: str, params: Any) -> policy.TrainingDecision:
+def training_decision(root: str, stage: str, params: Any,
+                      maybe_changed: bool = True) -> policy.TrainingDecision:
     """Apply ``refresh.training`` to one training stage, looking at DVC and the registry."""
     cfg = params.refresh
     age = policy.champion_age_days(params, policy.TRAINING_STAGES[stage])
-    data_changed = (cfg.training == "if_needed" and age is not None
+    data_changed = (cfg.training == "if_needed" and age is not None and maybe_changed
                     and pipeline.changed(Path(root), stage))
     return policy.decide_training(cfg.training, age, data_changed, cfg.retrain_every_days)
 

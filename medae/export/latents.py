@@ -312,6 +312,30 @@ def write_meds(latent_dir: Path, meds_dir: Path, protection: Protection | None =
             protection.write(meds_events(protection.read(part)), staging / part.name)
 
 
+class LazyEncoder:
+    """Loads the model on first use: a refresh that only re-publishes unchanged parts never
+    pays for torch and the model load."""
+
+    def __init__(self, uri: str, loader: Callable[[str], Encoder]):
+        self.uri, self._loader, self._encoder = uri, loader, None
+
+    def _get(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = self._loader(self.uri)
+        return self._encoder
+
+    @property
+    def input_kind(self) -> str:
+        return self._get().input_kind
+
+    @property
+    def channel(self) -> str | None:
+        return getattr(self._get(), "channel", None)
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        return self._get().encode(batch)
+
+
 def resolve_alias(tracking_uri: str, name: str, alias: str) -> ModelRef:
     """Look up ``name@alias`` in the MLflow registry; a clear error when it does not exist."""
     from mlflow.exceptions import MlflowException
@@ -358,7 +382,7 @@ def run(params: Any) -> dict[str, Any]:
     for name in cfg.modalities:
         modality = known[name]
         ref = resolve_alias(uri, f"medae-{name}", cfg.alias)
-        encoder = load_encoder(ref.uri)
+        encoder = LazyEncoder(ref.uri, load_encoder)
         manifest = export_modality(
             modality, encoder, ref, out_root / name,
             params_hash=params.section_hash("export_latents", modality.upstream_section),
