@@ -192,8 +192,9 @@ def _segment_layout(n_frames: int, has_abp: bool,
 
 
 def record_signals(plan: RecordPlan, stays: dict[str, np.ndarray],
-                   rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Physical signals over the whole record span (gaps included; they are cut out later)."""
+                   rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Physical signals over the whole record span (gaps included; they are cut out later),
+    and the R-peak times (s from the record start)."""
     row = plan.stay_row
     seconds = plan.total_frames / FRAME_FS
     t_coarse = np.arange(0, seconds + 1.0)
@@ -213,7 +214,7 @@ def record_signals(plan: RecordPlan, stays: dict[str, np.ndarray],
         + 0.005 * rng.standard_normal(len(t))
     pressure = np.interp(t, t_coarse, dia) + np.interp(t, t_coarse, sys_ - dia) \
         * pulse_wave(t, beats, 0.18) + 2 * resp + 0.5 * rng.standard_normal(len(t))
-    return {"II": ecg, "PLETH": ppg, "ABP": pressure}
+    return {"II": ecg, "PLETH": ppg, "ABP": pressure}, beats
 
 
 def inject_record_artifacts(signals: dict[str, np.ndarray], plan: RecordPlan,
@@ -286,6 +287,22 @@ def write_record(folder: Path, plan: RecordPlan, signals: dict[str, np.ndarray])
     return len(plan.segments)
 
 
+def write_beat_annotations(folder: Path, plan: RecordPlan, beats: np.ndarray) -> int:
+    """Reference R peaks as ``<record>.atr`` (symbol ``N``, 125 Hz frame numbers), as the
+    PhysioNet databases ship them; beats inside ~ gaps are left out. Returns the beat count."""
+    import wfdb
+
+    frames = np.round(beats * FRAME_FS).astype(np.int64)
+    inside = np.zeros(len(frames), dtype=bool)
+    for start, n, _ in plan.segments:
+        inside |= (frames >= start) & (frames < start + n)
+    frames = np.unique(frames[inside])
+    if len(frames):
+        wfdb.wrann(plan.name, "atr", frames, symbol=["N"] * len(frames), fs=FRAME_FS,
+                   write_dir=str(folder))
+    return len(frames)
+
+
 def write_waveforms(out: Path, cohort, *, seed: int, share: float,
                     seconds: float = RECORD_SECONDS) -> dict:
     """Write records for ``share`` of the ICU stays under ``out`` (replaced atomically)."""
@@ -298,9 +315,10 @@ def write_waveforms(out: Path, cohort, *, seed: int, share: float,
     with atomic_dir(out) as staging:
         for i, plan in enumerate(plans, start=1):
             rng = stream_rng(seed, STREAM_WAVE, i)
-            signals = record_signals(plan, columns, rng)
+            signals, beats = record_signals(plan, columns, rng)
             inject_record_artifacts(signals, plan, rng, counts)
             counts["segments"] += write_record(staging / plan.folder, plan, signals)
+            counts["beats"] += write_beat_annotations(staging / plan.folder, plan, beats)
             counts["multirate"] += plan.multirate
         _write_records_files(staging, plans)
     counts["gap"] = sum(len(_gaps(p)) for p in plans)

@@ -65,6 +65,9 @@ def test_every_record_reads_back(synth_wave):
         for seg in header.seg_name[1:]:
             if seg != "~":
                 wfdb.rdrecord(str(path.parent / seg))  # every segment is a record too
+        ann = wfdb.rdann(str(path), "atr")  # reference R peaks, in 125 Hz frames
+        assert ann.fs == 125 and set(ann.symbol) == {"N"}
+        assert 0 <= ann.sample.min() and ann.sample.max() < header.sig_len
     assert kinds == {True, False}  # both the MIMIC-III (fmt 80) and 250 Hz (fmt 16) styles
 
 
@@ -124,6 +127,8 @@ def test_heart_rate_matches_charted(synth_wave):
         rr = np.diff(peaks) / fs
         rr = rr[(rr > 0.3) & (rr < 1.6)]
         wave_hr = 60 / np.median(rr)
+        ann = wfdb.rdann(str(path), "atr")
+        assert 60 / np.median(np.diff(ann.sample) / 125) == pytest.approx(wave_hr, abs=3)
         start = dt.datetime.combine(header.base_date, header.base_time)
         near = hr_chart.filter(pl.col("subject_id") == int(path.parent.name[1:]),
                                (pl.col("charttime") - start).abs() < dt.timedelta(hours=2))
