@@ -36,6 +36,7 @@ from medae.waveforms.beats import (
     cut_beats,
     detect_r_peaks,
     load_reference,
+    peaks_to_native,
     pick_ecg_channel,
     symbols_for,
 )
@@ -57,6 +58,11 @@ log = logging.getLogger(__name__)
 
 DROP_REASONS = ("gap", "clipping", "flat", "low_amplitude", "beat_quality")
 FINGERPRINTS = "_fingerprints.json"
+# Dictionary-encoding float arrays is slow and useless; byte-stream-split + fast zstd makes
+# the values column both quicker to write and smaller.
+PARQUET_OPTIONS = dict(compression="zstd", compression_level=1,
+                       use_dictionary=["record_name", "channel", "symbol"],
+                       use_byte_stream_split=["values.list.element"])
 FLOAT_LIST = pa.list_(pa.float32())
 WINDOW_SCHEMA = pa.schema([
     ("subject_id", pa.int64()), ("record_name", pa.string()), ("channel", pa.string()),
@@ -210,9 +216,10 @@ def process_channel(x: np.ndarray, clipped: np.ndarray, plan: ChannelPlan, chunk
              if len(starts) else np.empty(0)}
     peaks = None
     if plan.kind == "ecg":
-        peaks = detect_r_peaks(x, plan.fs_in)
-        peaks_out = np.round(peaks * (plan.fs_out / plan.fs_in)).astype(np.int64)
+        # Detect at the output rate (3x fewer samples than 360 Hz), then refine on native data.
+        peaks_out = detect_r_peaks(y, plan.fs_out)
         q["beat"] = beat_quality(z, plan.fs_out, peaks_out, starts, plan.window)
+        peaks = peaks_to_native(peaks_out, plan.fs_out, x, plan.fs_in) if want_beats else None
     else:
         q["beat"] = np.full(len(starts), np.nan)
     reason = drop_reasons(q, plan.kind, cfg)
@@ -349,7 +356,7 @@ def process_record(job: RecordJob) -> dict[str, Any]:
     reference = (load_reference(path, job.cfg.reference_annotation)
                  if len(segments) == 1 and segments[0].path == str(path) else None)
     with (atomic_path(job.out_file) as tmp, _beat_sink(job.beats_file) as beat_writer,
-          pq.ParquetWriter(tmp, WINDOW_SCHEMA, compression="zstd") as writer):
+          pq.ParquetWriter(tmp, WINDOW_SCHEMA, **PARQUET_OPTIONS) as writer):
         for seg in segments:
             _process_segment(job, seg, writer, beat_writer, reference, report)
     return report.as_dict()
@@ -395,7 +402,7 @@ def _beat_sink(file: str | None) -> Iterator[pq.ParquetWriter | None]:
         yield None
         return
     with atomic_path(file) as tmp, pq.ParquetWriter(tmp, BEAT_SCHEMA,
-                                                    compression="zstd") as writer:
+                                                    **PARQUET_OPTIONS) as writer:
         yield writer
 
 
