@@ -136,11 +136,20 @@ def _to_minute(t_s: np.ndarray) -> np.ndarray:
     return (t_s // 60) * 60
 
 
-def _provider_ids(rng: np.random.Generator, n: int) -> np.ndarray:
+def provider_ids(rng: np.random.Generator, n: int) -> np.ndarray:
     """Provider ids shaped like MIMIC's (``P`` + 5 upper-case letters/digits)."""
     alphabet = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
     chars = alphabet[rng.integers(0, len(alphabet), size=(n, 5))]
     return np.array(["P" + "".join(row) for row in chars], dtype=object)
+
+
+def as_arrays(frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Columns as numpy arrays, the form the vectorised generators index by row.
+
+    >>> as_arrays(pl.DataFrame({"a": [1, 2]}))["a"].tolist()
+    [1, 2]
+    """
+    return {c: frame[c].to_numpy() for c in frame.columns}
 
 
 def _epoch_of_year(years: np.ndarray) -> np.ndarray:
@@ -214,7 +223,7 @@ def make_cohort(n_subjects: int, rng: np.random.Generator) -> Cohort:
         "ventilated": rng.random(n) < _sigmoid(-0.6 + 1.2 * severity),
         "weight_kg": weight[subj_row], "height_cm": height[subj_row],
         "admission_type": _choice(rng, ADMISSION_TYPES, n),
-        "admit_provider_id": _provider_ids(rng, n),
+        "admit_provider_id": provider_ids(rng, n),
         "admission_location": _choice(rng, ADMISSION_LOCATIONS, n),
         "discharge_location": np.where(died, "DIED", _choice(rng, DISCHARGE_LOCATIONS, n)),
         "insurance": _choice(rng, INSURANCES, n),

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from medae.synth.cohort import HOUR, heart_rate_mean, latent_at
+from medae.synth.cohort import HOUR, as_arrays, heart_rate_mean, latent_at
 from medae.synth.items import (
     ABP_MEAN,
     ADMISSION_WEIGHT,
@@ -186,10 +186,6 @@ def _body_size(stays: dict, duration: np.ndarray, rng: np.random.Generator) -> l
     ]
 
 
-def _columns(frame: pl.DataFrame) -> dict[str, np.ndarray]:
-    return {c: frame[c].to_numpy() for c in frame.columns}
-
-
 def _inject_chart_artifacts(ev: Events, duration: np.ndarray,
                             rng: np.random.Generator) -> tuple[Events, np.ndarray, np.ndarray]:
     """Absurd values, negatives, out-of-stay times; returns (events, missing mask, copies)."""
@@ -226,7 +222,7 @@ def chartevents_chunk(stays: pl.DataFrame, rng: np.random.Generator) -> pl.DataF
     >>> df.columns == CHARTEVENTS_COLUMNS, df.height > 100
     (True, True)
     """
-    s = _columns(stays)
+    s = as_arrays(stays)
     duration = (s["out_s"] - s["in_s"]).astype(np.float64)
     z = {name: rng.standard_normal(len(duration)) for name in VITALS}
     parts = [*_routine_vitals(s, duration, z, rng), _temperature(s, duration, z, rng),
@@ -309,7 +305,7 @@ def labevents_chunk(adm: pl.DataFrame, rng: np.random.Generator, providers: np.n
     >>> df.columns == LABEVENTS_COLUMNS, df["labevent_id"].is_unique().all()
     (True, True)
     """
-    a = _columns(adm)
+    a = as_arrays(adm)
     duration = (a["disch_s"] - a["admit_s"]).astype(np.float64)
     draw_row, draw_t = irregular_times(duration, 12 * HOUR, 0.5, rng)
     draw_s = a["admit_s"][draw_row] + draw_t

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # identity: changing them changes the data (not its statistics). They also bound memory.
 STAYS_PER_CHUNK = 1_000
 ADMISSIONS_PER_CHUNK = 2_000
-STREAM_COHORT, STREAM_CHART, STREAM_LAB, STREAM_WAVE = 0, 1, 2, 3
+STREAM_COHORT, STREAM_CHART, STREAM_LAB, STREAM_WAVE, STREAM_PROVIDERS = 0, 1, 2, 3, 4
 
 
 def stream_rng(seed: int, stream: int, chunk: int = 0) -> np.random.Generator:
@@ -85,7 +85,7 @@ def _write_chartevents(path: Path, cohort: co.Cohort, seed: int) -> int:
 
 def _write_labevents(path: Path, cohort: co.Cohort, seed: int) -> int:
     adm = cohort.admissions
-    providers = co._provider_ids(stream_rng(seed, STREAM_LAB, -1 % 2**32), 400)
+    providers = co.provider_ids(stream_rng(seed, STREAM_PROVIDERS), 400)
     next_labevent, next_specimen = 1, 10_000_000
     with csv_gz_writer(path, LABEVENTS_COLUMNS) as writer:
         for chunk, start in enumerate(range(0, adm.height, ADMISSIONS_PER_CHUNK)):

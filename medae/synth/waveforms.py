@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from medae.io import atomic_dir
-from medae.synth.cohort import heart_rate_mean, latent_at
+from medae.synth.cohort import as_arrays, heart_rate_mean, latent_at
 from medae.synth.items import VITALS
 from medae.synth.wfdb_write import (
     SignalSpec,
@@ -309,7 +309,7 @@ def write_waveforms(out: Path, cohort, *, seed: int, share: float,
     from medae.synth.generate import STREAM_WAVE, stream_rng
 
     stays = cohort.stays
-    columns = {c: stays[c].to_numpy() for c in stays.columns}
+    columns = as_arrays(stays)
     plans = plan_records(stays, share, seconds, stream_rng(seed, STREAM_WAVE, 0))
     counts: Counter = Counter()
     with atomic_dir(out) as staging:

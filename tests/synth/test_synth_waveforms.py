@@ -67,7 +67,7 @@ def test_every_record_reads_back(synth_wave):
                 wfdb.rdrecord(str(path.parent / seg))  # every segment is a record too
         ann = wfdb.rdann(str(path), "atr")  # reference R peaks, in 125 Hz frames
         assert ann.fs == 125 and set(ann.symbol) == {"N"}
-        assert 0 <= ann.sample.min() and ann.sample.max() < header.sig_len
+        assert ann.sample.min() >= 0 and ann.sample.max() < header.sig_len
     assert kinds == {True, False}  # both the MIMIC-III (fmt 80) and 250 Hz (fmt 16) styles
 
 
