@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 from pathlib import Path
 
@@ -24,7 +25,9 @@ def synth200(tmp_path_factory) -> Path:
     return out
 
 
+@functools.cache
 def read(folder: Path, table: str) -> pl.DataFrame:
+    """A table as strings (cached: polars frames are immutable, tests only derive new ones)."""
     return pl.read_csv(folder / f"{table}.csv.gz", infer_schema_length=0)
 
 
