@@ -88,10 +88,13 @@ def apply_dictionary(events: pl.LazyFrame, dictionary: Dictionary) -> pl.LazyFra
     parsed = pl.col("value").str.extract(COMPARISON, 1).cast(pl.Float64, strict=False)
     num_in = pl.coalesce(pl.col("valuenum"),
                          pl.when(pl.col("comparison").fill_null(False)).then(parsed))
+    # Normalise each distinct unit string once (a handful) rather than every row's.
+    spellings = events.select("valueuom").unique().with_columns(
+        normalize_unit_expr(pl.col("valueuom")).alias("unit_in"))
+    lf = lf.join(spellings, on="valueuom", how="left", nulls_equal=True, maintain_order="left")
     lf = lf.with_columns(
         num_in.alias("num_in"),
-        pl.coalesce(pl.col("implied_unit"), normalize_unit_expr(pl.col("valueuom")))
-        .alias("unit_norm"),
+        pl.coalesce(pl.col("implied_unit"), pl.col("unit_in")).alias("unit_norm"),
     )
     lf = lf.join(units, left_on=["var", "unit_norm"], right_on=["code", "unit_norm"],
                  how="left", maintain_order="left").join(
@@ -147,7 +150,7 @@ def assign_stays(events: pl.LazyFrame, stays: pl.LazyFrame) -> pl.LazyFrame:
         "subject_id", pl.col("stay_id").alias("_stay"), pl.col("hadm_id").alias("_hadm"),
         "intime", "outtime",
     ).sort("intime")
-    lf = events.with_row_index("_row").sort("time").join_asof(
+    lf = events.sort("time").join_asof(
         windows, left_on="time", right_on="intime", by="subject_id", strategy="backward",
         check_sortedness=False,  # sorted by time overall, hence within every subject
     )
@@ -158,7 +161,7 @@ def assign_stays(events: pl.LazyFrame, stays: pl.LazyFrame) -> pl.LazyFrame:
         hadm_id=pl.coalesce(pl.col("hadm_id"), pl.when(inside).then(pl.col("_hadm"))),
         f_outside_stay=~inside,
     )
-    return lf.sort("_row").drop("_row", "_stay", "_hadm", "intime", "outtime")
+    return lf.drop("_stay", "_hadm", "intime", "outtime")  # in time order: to_meds sorts
 
 
 def flag_duplicates(events: pl.LazyFrame) -> pl.LazyFrame:

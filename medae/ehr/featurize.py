@@ -10,12 +10,14 @@ window padded with unobserved bins). Static features: age at ICU admission (z-sc
 statistics) and sex (M=1). Label: ``admissions.hospital_expire_flag``.
 
 Statistics are fitted on train subjects only, in two passes through the executor: partial sums
-per shard (cached by content), then the windows per shard. A shard whose inputs, split
+per shard (cached by content; the binned events are kept in ``<out>/_binned/`` for the second
+pass), then the windows per shard. A shard whose inputs, split
 membership, statistics and parameters are unchanged is not recomputed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -83,15 +85,15 @@ def bin_events(events: pl.LazyFrame, stays: pl.LazyFrame, variables: list[str],
     lf = lf.with_columns(bin=(offset_us // (US_PER_HOUR * bin_hours)).cast(pl.Int32))
     lf = lf.filter((pl.col("bin") >= 0) & (pl.col("bin") < pl.col("n_bins")))
     value = pl.col("numeric_value").cast(pl.Float64)
-    grouped = lf.group_by("stay_id", "bin", "var").agg(
-        pl.col("agg").first(), value.mean().alias("mean"), value.sum().alias("sum"),
-        value.min().alias("min"), value.max().alias("max"),
-        value.sort_by("time").last().alias("last"),
-    )
-    picked = pl.coalesce([pl.when(pl.col("agg") == a).then(pl.col(a))
-                          for a in ("mean", "sum", "min", "max", "last")])
-    return grouped.select("stay_id", "bin", "var", picked.alias("value")).sort(
-        "stay_id", "bin", "var")
+    reducers = {"mean": value.mean(), "sum": value.sum(), "min": value.min(),
+                "max": value.max(), "last": value.sort_by("time").last()}
+    # One group_by per aggregation in use: each computes only the reducer it needs.
+    parts = [
+        lf.filter(pl.col("agg") == agg).group_by("stay_id", "bin", "var")
+        .agg(reducers[agg].alias("value"))
+        for agg in sorted(set(aggregations[c] for c in variables))
+    ]
+    return pl.concat(parts).sort("stay_id", "bin", "var")
 
 
 def fill_forward(values: np.ndarray, max_gap_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,16 +156,27 @@ def _stays(item: dict[str, Any]) -> pl.DataFrame:
                            pl.Series("n_bins", n_bins, dtype=pl.Int32))
 
 
+def _binned(item: dict[str, Any], stays: pl.DataFrame) -> pl.DataFrame:
+    """The shard's binned events: from the cache pass 1 left, else computed (and cached)."""
+    cache = Path(item["binned"])  # named by the inputs' digest: an existing file is current
+    if cache.exists():
+        return pl.read_parquet(cache)
+    view = item["view"]
+    binned = bin_events(pl.scan_parquet(item["meds"]), stays.lazy(), view["variables"],
+                        view["aggregations"], view["bin_hours"]).collect()
+    with atomic_path(cache) as tmp:
+        binned.write_parquet(tmp)
+    return binned
+
+
 def _grid(item: dict[str, Any], stays: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Dense (all stays' bins, variables) aggregate grid (NaN = not observed) and row offsets."""
-    view = item["view"]
-    variables = view["variables"]
+    variables = item["view"]["variables"]
     offsets = np.concatenate([[0], np.cumsum(stays["n_bins"].to_numpy())]).astype(np.int64)
     grid = np.full((int(offsets[-1]), len(variables)), np.nan, dtype=np.float64)
     if stays.height == 0:
         return grid, offsets
-    binned = bin_events(pl.scan_parquet(item["meds"]), stays.lazy(), variables,
-                        view["aggregations"], view["bin_hours"]).collect()
+    binned = _binned(item, stays)
     row_of_stay = dict(zip(stays["stay_id"].to_list(), offsets[:-1].tolist(), strict=True))
     base = binned["stay_id"].replace_strict(row_of_stay, return_dtype=pl.Int64).to_numpy()
     grid[base + binned["bin"].to_numpy(), binned["var"].to_numpy()] = binned["value"].to_numpy()
@@ -173,7 +186,8 @@ def _grid(item: dict[str, Any], stays: pl.DataFrame) -> tuple[np.ndarray, np.nda
 # -------------------------------------------------------------------- pass 1: statistics
 
 def shard_sums(item: dict[str, Any]) -> dict[str, Any]:
-    """Count, sum and sum of squares of binned values and ages over the shard's train stays."""
+    """Count, sum and sum of squares of binned values and ages over the shard's train stays
+    (and the binned events cached for pass 2)."""
     stays = _stays(item)
     grid, offsets = _grid(item, stays)
     is_train = (stays["split"] == "train").fill_null(False).to_numpy()
@@ -329,9 +343,10 @@ def run(params: Any) -> dict[str, Any]:
                  raw / "admissions" / f"{name}.parquet"]
         if not all(f.exists() for f in files):
             raise DataError(f"{files[0].parent}: shard {name} missing; re-run clean_ehr")
+        inputs = digest([file_digest(f) for f in files], rows, view)
         items.append({"raw": str(raw), "meds": str(files[0]), "view": view, "splits": rows,
-                      "inputs": digest([file_digest(f) for f in files], rows, view),
-                      "target": str(out / f"part_{shard:04d}.parquet")})
+                      "inputs": inputs, "target": str(out / f"part_{shard:04d}.parquet"),
+                      "binned": str(out / "_binned" / f"{name}.{inputs}.parquet")})
     sums = _fit_sums(items, state.get("sums", {}), params)
     stats = combine_sums([s["value"] for s in sums.values()], view)
     stats_digest = digest(stats)
@@ -347,6 +362,10 @@ def run(params: Any) -> dict[str, Any]:
     _write_stats(params.path(cfg.stats), stats)
     for stale in out.glob("part_*.parquet"):
         if int(stale.stem.split("_")[1]) >= shards:
+            stale.unlink()
+    current = {Path(it["binned"]) for it in items}
+    for stale in (out / "_binned").glob("*.parquet"):
+        if stale not in current:
             stale.unlink()
     save_fingerprints(out, {"sums": sums, "parts": {
         Path(it["target"]).name: digest(it["inputs"], stats_digest) for it in items}})
@@ -376,10 +395,7 @@ def _fit_sums(items: list[dict[str, Any]], cached: dict[str, Any],
 
 def _write_stats(path: Path, stats: dict[str, Any]) -> None:
     """Rewrite the statistics file only when it changes (keeps its bytes and mtime)."""
-    if path.exists():
-        import json
-
-        if json.loads(path.read_text(encoding="utf-8")) == json.loads(
-                json.dumps(stats, sort_keys=True, default=str)):
-            return
+    if path.exists() and json.loads(path.read_text(encoding="utf-8")) == json.loads(
+            json.dumps(stats, sort_keys=True, default=str)):
+        return
     write_json_atomic(path, stats)

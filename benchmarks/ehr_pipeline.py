@@ -1,0 +1,246 @@
+"""EHR pipeline benchmark: medae's three stages vs a pandas (MIMIC-Extract style) baseline vs
+the Polars floor (``scan_csv -> sink_parquet`` of the raw tables), wall time and peak RSS.
+
+Data: MIMIC-IV-layout tables from ``medae synth`` with about ``--rows`` chartevents rows, cached
+under ``--cache`` (default /tmp/medae-bench) and reused. Every measured step runs in its own
+process; peak RSS is the sampled peak of the sum over that process and its children (the
+executor's workers included), so it is a conservative figure.
+
+    .venv/bin/python benchmarks/ehr_pipeline.py --rows 5000000
+    .venv/bin/python benchmarks/ehr_pipeline.py --rows 5000000 --rows 20000000
+
+Targets (issue 3): medae >= 10x faster than pandas, <= 3x the floor, peak RSS <= 2 GB, and
+peak RSS at 20M rows <= 1.5x that at 5M. ``--shards auto`` (default) scales the shard count with
+the data (about 625k chartevents rows per shard) so per-worker memory stays flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS_PER_SUBJECT = 636  # chartevents rows per generated subject (measured on medae synth)
+ROWS_PER_SHARD = 625_000
+STAGES = ("ingest_ehr", "clean_ehr", "featurize_ehr")
+
+
+# ------------------------------------------------------------------------------ measuring
+
+def measure(cmd: list[str], log_path: Path) -> tuple[float, float]:
+    """Run ``cmd``; return (wall seconds, peak RSS in MB summed over its process tree)."""
+    t0 = time.perf_counter()
+    with open(log_path, "ab") as log:
+        proc = psutil.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        peak = 0
+        while proc.poll() is None:
+            total = 0
+            with contextlib.suppress(psutil.Error):  # processes come and go while we look
+                for p in [proc, *proc.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        total += p.memory_info().rss
+            peak = max(peak, total)
+            time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log_path}")
+    return wall, peak / 2**20
+
+
+# ------------------------------------------------------------------------------ data
+
+def ensure_data(cache: Path, rows: int, seed: int) -> tuple[Path, dict]:
+    """Generate (or reuse) a synth source with about ``rows`` chartevents rows."""
+    subjects = max(10, math.ceil(rows / ROWS_PER_SUBJECT))
+    source = cache / f"synth_{subjects}_s{seed}"
+    marker = source / "_summary.json"
+    if not marker.exists():
+        shutil.rmtree(source, ignore_errors=True)
+        print(f"generating {subjects} subjects (~{rows:,} chartevents rows) into {source}",
+              flush=True)
+        from medae.synth.generate import generate
+
+        summary = generate(source, subjects=subjects, seed=seed, waveforms=False)
+        marker.write_text(json.dumps(summary, indent=2))
+    return source, json.loads(marker.read_text())
+
+
+# ------------------------------------------------------------------------- baselines
+
+def floor(source: Path, out: Path) -> None:
+    """The floor: stream every raw table from CSV to Parquet with Polars, nothing else (all
+    columns as strings, as given explicitly: inference fails on MIMIC's mixed columns)."""
+    import polars as pl
+
+    from medae.ehr.tables import read_header
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("*/*.csv.gz")):
+        schema = {name: pl.String for name in read_header(path)}
+        pl.scan_csv(path, schema=schema).sink_parquet(
+            out / f"{path.name.removesuffix('.csv.gz')}.parquet")
+
+
+def pandas_baseline(source: Path, out: Path) -> None:
+    """The same logic the MIMIC-Extract way: read_csv, merge, hourly groupby per stay."""
+    import numpy as np
+    import pandas as pd
+
+    from medae.ehr.dictionary import itemid_frame, load_dictionary, rule_frame
+
+    dictionary = load_dictionary()
+    items = itemid_frame(dictionary).to_pandas()[["itemid", "code"]]
+    rules = rule_frame(dictionary).to_pandas()
+    stays = pd.read_csv(source / "icu" / "icustays.csv.gz",
+                        usecols=["subject_id", "hadm_id", "stay_id", "intime", "outtime"],
+                        parse_dates=["intime", "outtime"])
+    patients = pd.read_csv(source / "hosp" / "patients.csv.gz")
+    admissions = pd.read_csv(source / "hosp" / "admissions.csv.gz",
+                             parse_dates=["admittime"])
+    cols = ["itemid", "charttime", "valuenum"]
+    chart = pd.read_csv(source / "icu" / "chartevents.csv.gz", usecols=["stay_id", *cols],
+                        parse_dates=["charttime"])
+    labs = pd.read_csv(source / "hosp" / "labevents.csv.gz", usecols=["hadm_id", *cols],
+                       parse_dates=["charttime"])
+    labs = labs.merge(stays[["hadm_id", "stay_id"]], on="hadm_id").drop(columns="hadm_id")
+    events = pd.concat([chart, labs], ignore_index=True).merge(items, on="itemid")
+    fahrenheit = events["itemid"].isin([223761, 678, 679])
+    events.loc[fahrenheit, "valuenum"] = (events.loc[fahrenheit, "valuenum"] - 32) * 5 / 9
+    fio2 = (events["code"] == "VITAL//FIO2") & (events["valuenum"] > 1)
+    events.loc[fio2, "valuenum"] = events.loc[fio2, "valuenum"] / 100
+    events = events.merge(rules, on="code")
+    keep = events["valuenum"].between(events["outlier_low"], events["outlier_high"])
+    events = events[keep]
+    events["valuenum"] = events["valuenum"].clip(events["valid_low"], events["valid_high"])
+    events = events.drop_duplicates(["stay_id", "charttime", "code", "valuenum"])
+    events = events.merge(stays[["stay_id", "intime", "outtime"]], on="stay_id")
+    events = events[(events["charttime"] >= events["intime"])
+                    & (events["charttime"] <= events["outtime"])]
+    events["hour"] = ((events["charttime"] - events["intime"]) / np.timedelta64(1, "h")).astype(
+        "int64")
+    hourly = events.groupby(["stay_id", "hour", "code"])["valuenum"].agg(["mean", "count"])
+    wide = hourly.unstack("code")
+    wide.columns = [f"{a}__{b}" for a, b in wide.columns]
+    static = stays.merge(patients, on="subject_id").merge(admissions, on=["subject_id",
+                                                                         "hadm_id"])
+    static["age"] = static["anchor_age"] + static["intime"].dt.year - static["anchor_year"]
+    out.mkdir(parents=True, exist_ok=True)
+    wide.reset_index().to_parquet(out / "hourly.parquet")
+    static[["stay_id", "age", "gender", "hospital_expire_flag"]].to_parquet(
+        out / "static.parquet")
+
+
+# -------------------------------------------------------------------------------- main
+
+def medae_cmd(stage: str, source: Path, work: Path, shards: int, workers: int | None) -> list[str]:
+    sets = [f"ehr.source={source}", f"ingest_ehr.out={work}/raw", f"ingest_ehr.shards={shards}",
+            f"clean_ehr.out={work}/meds", f"clean_ehr.report={work}/dq_ehr.json",
+            f"featurize_ehr.out={work}/windows", f"featurize_ehr.stats={work}/ehr_stats.json",
+            "executor.progress=false"]
+    if workers:
+        sets.append(f"executor.workers={workers}")
+    cmd = [sys.executable, "-m", "medae.cli", "run", stage, "--params", str(ROOT / "params.yaml")]
+    for item in sets:
+        cmd += ["--set", item]
+    return cmd
+
+
+def bench_point(rows: int, args: argparse.Namespace) -> dict:
+    cache = Path(args.cache)
+    source, summary = ensure_data(cache, rows, args.seed)
+    actual = summary["rows"]["chartevents"]
+    shards = max(1, math.ceil(actual / ROWS_PER_SHARD)) if args.shards == "auto" else int(
+        args.shards)
+    work = cache / f"work_{actual}"
+    shutil.rmtree(work, ignore_errors=True)
+    log = cache / f"bench_{actual}.log"
+    log.unlink(missing_ok=True)
+    me = [sys.executable, str(Path(__file__).resolve())]
+    result: dict = {"chartevents_rows": actual, "labevents_rows": summary["rows"]["labevents"],
+                    "subjects": summary["subjects"], "shards": shards,
+                    "load": os.getloadavg()[0]}
+    stage_times = {}
+    for stage in STAGES:
+        stage_times[stage] = measure(medae_cmd(stage, source, work, shards, args.workers), log)
+        print(f"  medae {stage}: {stage_times[stage][0]:.1f} s, {stage_times[stage][1]:.0f} MB",
+              flush=True)
+    result["medae"] = {s: {"wall_s": round(w, 2), "peak_rss_mb": round(m)}
+                       for s, (w, m) in stage_times.items()}
+    result["medae_total_s"] = round(sum(w for w, _ in stage_times.values()), 2)
+    result["medae_peak_rss_mb"] = round(max(m for _, m in stage_times.values()))
+    rerun = [measure(medae_cmd(s, source, work, shards, args.workers), log) for s in STAGES]
+    result["medae_noop_rerun_s"] = round(sum(w for w, _ in rerun), 2)
+    print(f"  medae no-change re-run: {result['medae_noop_rerun_s']:.1f} s", flush=True)
+    wall, mb = measure([*me, "--floor", str(source), str(work / "floor")], log)
+    result["floor"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(mb)}
+    print(f"  polars floor: {wall:.1f} s, {mb:.0f} MB", flush=True)
+    if not args.skip_pandas:
+        wall, mb = measure([*me, "--pandas-baseline", str(source), str(work / "pandas")], log)
+        result["pandas"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(mb)}
+        print(f"  pandas baseline: {wall:.1f} s, {mb:.0f} MB", flush=True)
+    return result
+
+
+def print_table(results: list[dict]) -> None:
+    print("\n| chartevents rows | shards | load | medae s (ingest/clean/featurize) | medae peak MB "
+          "| no-change re-run s | floor s | floor MB | pandas s | pandas MB | pandas/medae "
+          "| medae/floor |")
+    print("|---" * 12 + "|")
+    for r in results:
+        m = r["medae"]
+        stages = "/".join(f"{m[s]['wall_s']:.1f}" for s in STAGES)
+        pandas = r.get("pandas", {})
+        speedup = (f"{pandas['wall_s'] / r['medae_total_s']:.1f}x" if pandas else "n/a")
+        noop = r["medae_noop_rerun_s"] / r["medae_total_s"]
+        print(f"| {r['chartevents_rows']:,} | {r['shards']} | {r['load']:.1f} "
+              f"| {r['medae_total_s']:.1f} ({stages}) | {r['medae_peak_rss_mb']} "
+              f"| {r['medae_noop_rerun_s']:.1f} ({noop:.0%})"
+              f" | {r['floor']['wall_s']:.1f} | {r['floor']['peak_rss_mb']} "
+              f"| {pandas.get('wall_s', 'n/a')} | {pandas.get('peak_rss_mb', 'n/a')} | {speedup} "
+              f"| {r['medae_total_s'] / r['floor']['wall_s']:.1f}x |")
+    if len(results) >= 2:
+        small, large = results[0], results[-1]
+        print(f"\npeak RSS {large['chartevents_rows']:,} / {small['chartevents_rows']:,} rows: "
+              f"{large['medae_peak_rss_mb'] / small['medae_peak_rss_mb']:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, action="append",
+                        help="chartevents rows (repeatable) [default: 20000000]")
+    parser.add_argument("--cache", default="/tmp/medae-bench")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shards", default="auto", help="shard count or 'auto'")
+    parser.add_argument("--workers", type=int, default=None, help="executor workers")
+    parser.add_argument("--skip-pandas", action="store_true")
+    parser.add_argument("--floor", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--pandas-baseline", nargs=2, metavar=("SRC", "OUT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.floor:
+        return floor(Path(args.floor[0]), Path(args.floor[1]))
+    if args.pandas_baseline:
+        return pandas_baseline(Path(args.pandas_baseline[0]), Path(args.pandas_baseline[1]))
+    results = []
+    for rows in args.rows or [20_000_000]:
+        print(f"== {rows:,} chartevents rows (load {os.getloadavg()[0]:.1f})", flush=True)
+        results.append(bench_point(rows, args))
+    Path(args.cache).mkdir(parents=True, exist_ok=True)
+    out = Path(args.cache) / "ehr_pipeline_results.json"
+    out.write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"\nraw results: {out}")
+
+
+if __name__ == "__main__":
+    main()
