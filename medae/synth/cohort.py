@@ -26,7 +26,8 @@ HOUR = 3_600
 MORTALITY_INTERCEPT = -2.45
 MORTALITY_SLOPE = 1.6
 NON_ICU_MORTALITY = 0.01
-POST_DISCHARGE_DEATH = 0.08  # survivors with a dod within a year of their last discharge
+POST_DISCHARGE_DEATH = 0.08
+OUTPATIENT_DAYS = 60  # survivors with a dod within a year of their last discharge
 
 # Categorical columns drawn with the real demo's frequencies.
 ADMISSION_TYPES = {"EW EMER.": 104, "OBSERVATION ADMIT": 45, "URGENT": 38, "EU OBSERVATION": 30,
@@ -197,6 +198,10 @@ def make_cohort(n_subjects: int, rng: np.random.Generator) -> Cohort:
     first_admit = (_epoch_of_year(anchor_year)[subj_row]
                    + rng.uniform(0, 3 * 365, n_subjects)[subj_row] * DAY)
     admit_offset = _segment_cumsum(adm_len + gap, first_row, n_adm) - (adm_len + gap)
+    # Outpatient labs (no hadm_id) fall in the 60 days before an admission, after the last one.
+    gap_before = np.roll(gap, 1)
+    gap_before[first_row] = np.inf
+    outpatient_window = np.clip(np.minimum(OUTPATIENT_DAYS * DAY, gap_before - DAY), 0, None)
     admit_s = _to_minute(first_admit + admit_offset).astype(np.int64)
     in_s = (admit_s + pre_icu).astype(np.int64)
     out_s = (in_s + icu_los).astype(np.int64)
@@ -209,7 +214,7 @@ def make_cohort(n_subjects: int, rng: np.random.Generator) -> Cohort:
         "subject_id": subject_id[subj_row],
         "hadm_id": _unique_ids(rng, n, 20_000_000, shuffle=True),
         "stay_id": pl.Series(np.where(has_icu, _unique_ids(rng, n, 30_000_000, True), 0)),
-        "admit_s": admit_s, "disch_s": disch_s,
+        "admit_s": admit_s, "disch_s": disch_s, "outpatient_window_s": outpatient_window,
         "in_s": np.where(has_icu, in_s, 0), "out_s": np.where(has_icu, out_s, 0),
         "t0_s": t0, "t1_s": t1,
         "died": died, "has_icu": has_icu,

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from medae.synth.cohort import HOUR, as_arrays, heart_rate_mean, latent_at
+from medae.synth.cohort import DAY, HOUR, as_arrays, heart_rate_mean, latent_at
 from medae.synth.items import (
     ABP_MEAN,
     ADMISSION_WEIGHT,
@@ -54,6 +54,8 @@ LABEVENTS_COLUMNS = ["labevent_id", "subject_id", "hadm_id", "specimen_id", "ite
                      "comments"]
 GCS_ITEMS = (GCS_EYE, GCS_VERBAL, GCS_MOTOR)
 N_CAREGIVERS = 15_000
+OUTPATIENT_DRAWS = 4.5  # mean outpatient draws before an admission: ~25 % of lab rows, as in
+#                         the real demo, have no hadm_id
 
 
 def irregular_times(duration_s: np.ndarray, mean_gap_s: float, cv: float,
@@ -297,7 +299,8 @@ def _panel_values(panel: str, x: np.ndarray, z: dict[str, np.ndarray],
 
 def labevents_chunk(adm: pl.DataFrame, rng: np.random.Generator, providers: np.ndarray,
                     first_labevent_id: int, first_specimen_id: int) -> pl.DataFrame:
-    """``hosp/labevents`` rows for a chunk of admissions: panels every 6-24 h during the stay.
+    """``hosp/labevents`` rows for a chunk of admissions: panels every 6-24 h during the stay,
+    and outpatient panels (empty ``hadm_id``) in the weeks before it.
 
     >>> from medae.synth.cohort import make_cohort
     >>> c = make_cohort(5, np.random.default_rng(1))
@@ -306,13 +309,13 @@ def labevents_chunk(adm: pl.DataFrame, rng: np.random.Generator, providers: np.n
     (True, True)
     """
     a = as_arrays(adm)
-    duration = (a["disch_s"] - a["admit_s"]).astype(np.float64)
-    draw_row, draw_t = irregular_times(duration, 12 * HOUR, 0.5, rng)
-    draw_s = a["admit_s"][draw_row] + draw_t
-    x = latent_at(a, draw_s, draw_row)
-    z = {name: rng.standard_normal(len(duration))[draw_row] for name in LABS}
+    draw_row, draw_s, outpatient = _lab_draws(a, rng)
+    # Outpatients are healthier than they will be once admitted.
+    x = latent_at(a, draw_s, draw_row) - np.where(outpatient, 1.0, 0.0)
+    z = {name: rng.standard_normal(len(a["admit_s"]))[draw_row] for name in LABS}
     in_icu = a["has_icu"][draw_row] & (draw_s >= np.nan_to_num(a["in_s"][draw_row].astype(float)))
-    gas_p = np.where(in_icu, 0.15 + 0.5 * a["ventilated"][draw_row], 0.03)
+    gas_p = np.where(in_icu, 0.15 + 0.5 * a["ventilated"][draw_row],
+                     np.where(outpatient, 0.0, 0.03))
     parts = []
     for panel_no, (panel, p) in enumerate(PANELS.items()):
         ordered = rng.random(len(draw_row)) < (gas_p if panel == "gas" else p)
@@ -322,13 +325,30 @@ def labevents_chunk(adm: pl.DataFrame, rng: np.random.Generator, providers: np.n
                 "draw": np.flatnonzero(ordered), "panel": panel_no, "itemid": LABS[name].itemid,
                 "num": v, "dec": LABS[name].decimals}))
     rows = pl.concat(parts).sort("draw", "panel", "itemid", maintain_order=True)
-    return _lab_strings(rows, a, draw_row, draw_s, rng, providers, first_labevent_id,
-                        first_specimen_id)
+    return _lab_strings(rows, a, draw_row, draw_s, outpatient, rng, providers,
+                        first_labevent_id, first_specimen_id)
+
+
+def _lab_draws(a: dict[str, np.ndarray],
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blood draws ``(admission row, epoch s, outpatient)`` ordered by admission then time:
+    every 6-24 h during the admission, plus a few outpatient draws in the weeks before it."""
+    duration = (a["disch_s"] - a["admit_s"]).astype(np.float64)
+    in_row, in_t = irregular_times(duration, 12 * HOUR, 0.5, rng)
+    window = a["outpatient_window_s"]
+    n_out = rng.poisson(OUTPATIENT_DRAWS, len(duration)) * (window > DAY)
+    out_row = np.repeat(np.arange(len(duration)), n_out)
+    out_s = a["admit_s"][out_row] - rng.uniform(0.5 * DAY, np.maximum(window[out_row], DAY))
+    row = np.concatenate([in_row, out_row])
+    when = np.concatenate([a["admit_s"][in_row] + in_t, out_s])
+    outpatient = np.concatenate([np.zeros(len(in_row), bool), np.ones(len(out_row), bool)])
+    order = np.lexsort((when, row))
+    return row[order], when[order], outpatient[order]
 
 
 def _lab_strings(rows: pl.DataFrame, a: dict, draw_row: np.ndarray, draw_s: np.ndarray,
-                 rng: np.random.Generator, providers: np.ndarray, first_labevent_id: int,
-                 first_specimen_id: int) -> pl.DataFrame:
+                 outpatient: np.ndarray, rng: np.random.Generator, providers: np.ndarray,
+                 first_labevent_id: int, first_specimen_id: int) -> pl.DataFrame:
     draw = rows["draw"].to_numpy()
     adm = draw_row[draw]
     n = rows.height
@@ -351,7 +371,8 @@ def _lab_strings(rows: pl.DataFrame, a: dict, draw_row: np.ndarray, draw_s: np.n
     high = pl.col("itemid").replace_strict({i: float(lab.ref_high) for i, lab in spec.items()},
                                            return_dtype=pl.Float64)
     frame = rows.with_columns(
-        subject_id=pl.Series(a["subject_id"][adm]), hadm_id=pl.Series(a["hadm_id"][adm]),
+        subject_id=pl.Series(a["subject_id"][adm]),
+        hadm_id=pl.Series(a["hadm_id"][adm]).scatter(np.flatnonzero(outpatient[draw]), None),
         specimen_id=pl.Series(specimen_ids[specimen_idx]),
         order_provider_id=pl.Series(provider.tolist(), dtype=pl.String).gather(specimen_idx),
         charttime=pl.from_epoch(pl.Series(charttime), time_unit="s"),

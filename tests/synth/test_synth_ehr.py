@@ -206,3 +206,16 @@ def test_labs_have_consistent_panels(synth200):
     assert ratio == pytest.approx(3.0, abs=0.2)
     assert labs["labevent_id"].cast(pl.Int64).n_unique() == labs.height
     assert (labs["charttime"] <= labs["storetime"]).all()
+
+
+def test_outpatient_labs_have_no_admission(synth200):
+    labs = read(synth200, "hosp/labevents")
+    adm = read(synth200, "hosp/admissions").select("subject_id", "hadm_id", "admittime",
+                                                   "dischtime")
+    assert labs["hadm_id"].null_count() / labs.height == pytest.approx(0.25, abs=0.07)
+    inpatient = labs.filter(pl.col("hadm_id").is_not_null()).join(adm, on="hadm_id")
+    assert inpatient.height == labs["hadm_id"].drop_nulls().len()
+    assert inpatient.filter((pl.col("charttime") < pl.col("admittime"))
+                            | (pl.col("charttime") > pl.col("dischtime"))).is_empty()
+    outpatient = labs.filter(pl.col("hadm_id").is_null()).join(adm, on="subject_id")
+    assert outpatient.filter(pl.col("charttime").is_between(pl.col("admittime"), pl.col("dischtime"))).is_empty()
