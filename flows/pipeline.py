@@ -61,9 +61,9 @@ def load_graph(root: Path) -> list[StageInfo]:
     try:
         with Repo(str(root)) as repo:
             graph = repo.index.graph
-            position = {s.addressing: i for i, s in enumerate(repo.index.stages)}
+            position = {s.name: i for i, s in enumerate(repo.index.stages)}
             ordered = nx.lexicographical_topological_sort(
-                graph.reverse(copy=True), key=lambda s: position[s.addressing])
+                graph.reverse(copy=True), key=lambda s: position[s.name])
             return [_describe(stage, graph) for stage in ordered]
     except DvcException as exc:
         raise MedaeError(f"{root / 'dvc.yaml'}: cannot read the DVC pipeline: {exc}") from None
@@ -72,8 +72,8 @@ def load_graph(root: Path) -> list[StageInfo]:
 def _describe(stage, graph) -> StageInfo:
     outs = tuple(str(o.def_path) for o in stage.outs if not o.metric)
     metrics = tuple(str(o.def_path) for o in stage.outs if o.metric)
-    upstream = tuple(sorted(s.addressing for s in graph.successors(stage)))
-    return StageInfo(stage.addressing, upstream, tuple(str(d.def_path) for d in stage.deps),
+    upstream = tuple(sorted(s.name for s in graph.successors(stage)))
+    return StageInfo(stage.name, upstream, tuple(str(d.def_path) for d in stage.deps),
                      outs, metrics)
 
 
@@ -122,7 +122,8 @@ def stale_stages(root: Path) -> set[str]:
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        return set(repo.status())
+        # keys are addressed relative to the current folder ("../proj/dvc.yaml:stage")
+        return {key.rpartition(":")[2] for key in repo.status()}
 
 
 def changed(root: Path, stage: str) -> bool:
@@ -130,7 +131,7 @@ def changed(root: Path, stage: str) -> bool:
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        return bool(repo.status(targets=[stage]))
+        return bool(repo.status(targets=[f"{root / 'dvc.yaml'}:{stage}"]))
 
 
 def configure_remote(root: Path, url: Path) -> None:

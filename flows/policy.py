@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # Training stages and the modality (registered model ``medae-<modality>``) each one trains.
@@ -57,6 +58,9 @@ def champion_age_days(params: Any, modality: str) -> float | None:
     from medae.export.latents import resolve_alias
 
     uri = params.mlflow_uri()
+    sqlite = "sqlite:///"
+    if uri.startswith(sqlite) and not Path(uri[len(sqlite):]).exists():
+        return None  # no registry yet: spare the MLflow import (seconds) in the flow process
     try:
         ref = resolve_alias(uri, f"medae-{modality}", params.export_latents.alias)
     except MedaeError:

@@ -1,0 +1,30 @@
+"""The training policy of the refresh, case by case."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import flows.policy as policy
+import flows.report as report
+from flows.policy import decide_training
+
+
+@pytest.mark.parametrize(("mode", "age", "changed", "expected"), [
+    ("if_needed", None, False, (True, True)),    # no champion: train even if DVC is happy
+    ("if_needed", 3.0, False, (True, False)),    # nothing changed: DVC will skip
+    ("if_needed", 3.0, True, (False, False)),    # changed, champion too recent: hold
+    ("if_needed", 7.0, True, (True, False)),     # changed and old enough: DVC runs it
+    ("always", 0.1, False, (True, True)),
+    ("never", None, True, (False, False)),
+])
+def test_training_policy(mode, age, changed, expected):
+    decision = decide_training(mode, age, changed, retrain_every_days=7)
+    assert (decision.run, decision.force) == expected
+    assert decision.reason
+
+
+def test_doctests():
+    for module in (policy, report):
+        assert doctest.testmod(module).failed == 0
