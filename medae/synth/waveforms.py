@@ -44,6 +44,9 @@ FRAME_FS = 125.0
 RECORD_SECONDS = 300.0   # default seconds of signal per record (~ gaps of 2-20 s come on top)
 MULTIRATE_SHARE = 0.5    # share of records with ECG at 250 Hz (format 16)
 FIRST_RECORD_ID = 3_000_001
+NUMERICS_HOURS = 12.0    # longest numerics record (1 sample per minute)
+NUMERICS_UNITS = {"HR": "bpm", "PULSE": "bpm", "RESP": "pm", "SpO2": "%", "ABPSys": "mmHg",
+                  "ABPDias": "mmHg", "ABPMean": "mmHg"}
 
 # Probabilities per segment (per record for mains noise and strong wander). docs/synth.md
 # lists the same numbers; the summary of write_waveforms counts what was injected.
@@ -287,6 +290,34 @@ def write_record(folder: Path, plan: RecordPlan, signals: dict[str, np.ndarray])
     return len(plan.segments)
 
 
+def write_numerics(folder: Path, plan: RecordPlan, stays: dict[str, np.ndarray],
+                   rng: np.random.Generator) -> int:
+    """The companion numerics record ``<record>n`` (1 sample/min, format 16, gain 10), as in the
+    MIMIC-III matched subset: HR, PULSE, RESP, SpO2 and, with an arterial line, ABP
+    systolic/diastolic/mean, from the same latent trajectory as the charted vitals. It spans
+    from the waveform record's start to the end of the stay (at most NUMERICS_HOURS)."""
+    minutes = int(min(NUMERICS_HOURS * 60, (stays["out_s"][plan.stay_row] - plan.start_s) // 60))
+    t = plan.start_s + 60 * np.arange(max(minutes, 1))
+    x = latent_at(stays, t, np.full(len(t), plan.stay_row))
+    hr = heart_rate_mean(x, np.full(len(t), stays["hr_offset"][plan.stay_row]))
+    values = {"HR": hr, "PULSE": hr + rng.normal(0, 1, len(t)),
+              "RESP": VITALS["rr"].base + VITALS["rr"].effect * x,
+              "SpO2": np.minimum(VITALS["spo2"].base + VITALS["spo2"].effect * x, 100)}
+    if plan.has_abp:
+        sys_, dia = (VITALS[n].base + VITALS[n].effect * x for n in ("abp_sys", "abp_dia"))
+        values |= {"ABPSys": sys_, "ABPDias": dia, "ABPMean": (sys_ + 2 * dia) / 3}
+    specs = [SignalSpec(name, NUMERICS_UNITS[name], 10, 0, 16) for name in values]
+    digital = [to_digital(np.round(v + rng.normal(0, 0.5, len(t))), spec, 16)
+               for v, spec in zip(values.values(), specs, strict=True)]
+    name, dat = f"{plan.name}n", f"{plan.record_id}n.dat"
+    start = dt.datetime.fromtimestamp(plan.start_s, dt.UTC)
+    (folder / f"{name}.hea").write_text(segment_header(
+        name, specs, digital, 16, 1 / 60, start, dat=dat, fs_field="0.0166666666667/125",
+        with_date=True))
+    (folder / dat).write_bytes(encode_frames(digital, specs, 16))
+    return len(t)
+
+
 def write_beat_annotations(folder: Path, plan: RecordPlan, beats: np.ndarray) -> int:
     """Reference R peaks as ``<record>.atr`` (symbol ``N``, 125 Hz frame numbers), as the
     PhysioNet databases ship them; beats inside ~ gaps are left out. Returns the beat count."""
@@ -319,6 +350,7 @@ def write_waveforms(out: Path, cohort, *, seed: int, share: float,
             inject_record_artifacts(signals, plan, rng, counts)
             counts["segments"] += write_record(staging / plan.folder, plan, signals)
             counts["beats"] += write_beat_annotations(staging / plan.folder, plan, beats)
+            counts["numerics_samples"] += write_numerics(staging / plan.folder, plan, columns, rng)
             counts["multirate"] += plan.multirate
         _write_records_files(staging, plans)
     counts["gap"] = sum(len(_gaps(p)) for p in plans)
@@ -340,7 +372,7 @@ def _write_records_files(root: Path, plans: list[RecordPlan]) -> None:
     """PhysioNet ``RECORDS`` lists: subject folders at the top, record names in each folder."""
     by_folder: dict[str, list[str]] = {}
     for plan in plans:
-        by_folder.setdefault(plan.folder, []).append(plan.name)
+        by_folder.setdefault(plan.folder, []).extend([plan.name, f"{plan.name}n"])
     (root / "RECORDS").write_text("".join(f"{f}/\n" for f in sorted(by_folder)))
     for folder, names in by_folder.items():
         (root / folder / "RECORDS").write_text("".join(f"{n}\n" for n in sorted(names)))

@@ -77,8 +77,12 @@ def _fmt_field(fmt: int, spec: SignalSpec) -> str:
 
 
 def segment_header(name: str, specs: list[SignalSpec], digital: list[np.ndarray], fmt: int,
-                   fs: float, start: dt.datetime) -> str:
-    """Header of one single-segment record whose samples live in ``<name>.dat``.
+                   fs: float, start: dt.datetime, *, dat: str | None = None,
+                   fs_field: str | None = None, with_date: bool = False) -> str:
+    """Header of one single-segment record whose samples live in ``dat`` (``<name>.dat``).
+
+    ``fs_field`` overrides the written rate (e.g. ``0.0166666666667/125`` for MIMIC numerics)
+    and ``with_date`` adds the base date, which segments of a multi-segment record omit.
 
     >>> s = SignalSpec("II", "mV", 127, -64, 8)
     >>> print(segment_header("3000001_0001", [s], [np.array([1, 2])], 80, 125,
@@ -87,11 +91,12 @@ def segment_header(name: str, specs: list[SignalSpec], digital: list[np.ndarray]
     3000001_0001.dat 80 127(-64)/mV 8 0 1 3 0 II
     """
     n_frames = len(digital[0]) // specs[0].spf
-    lines = [f"{name} {len(specs)} {fs:g} {n_frames} {start:%H:%M:%S}"]
+    when = f"{start:%H:%M:%S} {start:%d/%m/%Y}" if with_date else f"{start:%H:%M:%S}"
+    lines = [f"{name} {len(specs)} {fs_field or f'{fs:g}'} {n_frames} {when}"]
     for spec, d in zip(specs, digital, strict=True):
         first = int(d[0]) if len(d) else 0
-        lines.append(f"{name}.dat {_fmt_field(fmt, spec)} {spec.header_gain()} {spec.adc_res} 0 "
-                     f"{first} {_checksum(d)} 0 {spec.name}")
+        lines.append(f"{dat or name + '.dat'} {_fmt_field(fmt, spec)} {spec.header_gain()} "
+                     f"{spec.adc_res} 0 {first} {_checksum(d)} 0 {spec.name}")
     return "\n".join(lines) + "\n"
 
 

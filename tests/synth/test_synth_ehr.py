@@ -218,4 +218,5 @@ def test_outpatient_labs_have_no_admission(synth200):
     assert inpatient.filter((pl.col("charttime") < pl.col("admittime"))
                             | (pl.col("charttime") > pl.col("dischtime"))).is_empty()
     outpatient = labs.filter(pl.col("hadm_id").is_null()).join(adm, on="subject_id")
-    assert outpatient.filter(pl.col("charttime").is_between(pl.col("admittime"), pl.col("dischtime"))).is_empty()
+    during = pl.col("charttime").is_between(pl.col("admittime"), pl.col("dischtime"))
+    assert outpatient.filter(during).is_empty()

@@ -28,13 +28,21 @@ def waves(synth_wave) -> Path:
     return synth_wave[0] / "waveforms"
 
 
-def records(root: Path) -> list[Path]:
+def listed(root: Path) -> list[Path]:
     """Record paths (without .hea) listed by the top RECORDS file and each folder's RECORDS."""
     found = []
     for folder in (root / "RECORDS").read_text().split():
         assert folder.endswith("/") and folder.startswith("p1")
         found += [root / folder / name for name in (root / folder / "RECORDS").read_text().split()]
     return found
+
+
+def records(root: Path) -> list[Path]:
+    """The multi-segment waveform records (each has a numerics twin named ``<record>n``)."""
+    paths = [p for p in listed(root) if not p.name.endswith("n")]
+    assert sorted(p.with_name(p.name + "n") for p in paths) == sorted(
+        p for p in listed(root) if p.name.endswith("n"))
+    return paths
 
 
 def is_multirate(header: wfdb.io.MultiRecord, folder: Path) -> bool:
@@ -46,7 +54,8 @@ def test_every_record_reads_back(synth_wave):
     root, summary = waves(synth_wave), synth_wave[1]
     paths = records(root)
     assert len(paths) == summary["waveforms"]["records"] >= SUBJECTS
-    assert len(list(root.rglob("*.hea"))) == len(paths) * 2 + summary["waveforms"]["segments"]
+    # master + layout + numerics headers per record, plus one per segment
+    assert len(list(root.rglob("*.hea"))) == len(paths) * 3 + summary["waveforms"]["segments"]
     kinds = set()
     for path in paths:
         header = wfdb.rdheader(str(path))
@@ -134,6 +143,28 @@ def test_heart_rate_matches_charted(synth_wave):
                                (pl.col("charttime") - start).abs() < dt.timedelta(hours=2))
         if near.height >= 2:
             assert wave_hr == pytest.approx(near["valuenum"].median(), abs=12), path.name
+            checked += 1
+    assert checked >= 4
+
+
+def test_numerics_follow_the_charted_vitals(synth_wave):
+    root = waves(synth_wave)
+    chart = pl.read_csv(synth_wave[0] / "icu/chartevents.csv.gz", try_parse_dates=True,
+                        schema_overrides={"value": pl.String, "valuenum": pl.Float64})
+    checked = 0
+    for path in records(root)[:8]:
+        num = wfdb.rdrecord(str(path.with_name(path.name + "n")))
+        assert num.fs == pytest.approx(1 / 60) and num.sig_name[:4] == ["HR", "PULSE", "RESP",
+                                                                          "SpO2"]
+        start = dt.datetime.combine(num.base_date, num.base_time)
+        end = start + dt.timedelta(minutes=num.sig_len)
+        charted = chart.filter(pl.col("subject_id") == int(path.parent.name[1:]),
+                               pl.col("itemid") == 220045,
+                               pl.col("charttime").is_between(start, end),
+                               pl.col("valuenum").is_between(20, 250))
+        if charted.height >= 3:
+            assert np.median(num.p_signal[:, 0]) == pytest.approx(
+                charted["valuenum"].median(), abs=8)
             checked += 1
     assert checked >= 4
 
