@@ -161,6 +161,7 @@ def _gcs(stays: dict, duration: np.ndarray, rng: np.random.Generator) -> Events:
 
 
 def _fio2(stays: dict, duration: np.ndarray, z: dict, rng: np.random.Generator) -> Events:
+    """FiO2 (%) every ~4 h for ventilated stays, higher in sicker patients."""
     vent = np.flatnonzero(stays["ventilated"])
     rows, t = irregular_times(duration[vent], 4 * HOUR, 0.4, rng)
     rows = vent[rows]
