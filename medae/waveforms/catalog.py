@@ -151,7 +151,7 @@ def _fingerprint(path: Path, files: list[str]) -> str:
 def describe_record(path: Path, source: Path, pattern: str) -> dict[str, Any]:
     """One catalog row for the record whose header is ``<path>.hea`` (raises DataError)."""
     header, repair = read_header(path)
-    readable, skipped = layout_segments(header, path)
+    readable, skipped = layout_segments(header, path, repair is not None)
     header._layout = _layout_header(header, path)  # noqa: SLF001 - read by _channels only
     names, rates = _channels(header, readable)
     multi = getattr(header, "seg_name", None) is not None

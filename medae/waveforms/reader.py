@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class Segment:
     frame_fs: float
     sig_names: tuple[str, ...]
     samps_per_frame: tuple[int, ...]
+    repaired: bool = False  # its header needed the tolerant fallback (read via a fixed copy)
 
     def fs(self, i: int) -> float:
         return self.frame_fs * self.samps_per_frame[i]
@@ -85,16 +87,17 @@ def record_segments(path: str | Path) -> tuple[list[Segment], list[SkippedSegmen
     """
     path = Path(path)
     header, repair = read_header(path)
-    return (*layout_segments(header, path), repair)
+    return (*layout_segments(header, path, repair is not None), repair)
 
 
-def layout_segments(header, path: Path) -> tuple[list[Segment], list[SkippedSegment]]:
+def layout_segments(header, path: Path,
+                    repaired: bool = False) -> tuple[list[Segment], list[SkippedSegment]]:
     """Readable and skipped segments of an already parsed header (see record_segments)."""
     if getattr(header, "seg_name", None) is None:
         n_frames = int(header.sig_len or 0)
         if not _data_present(header, path.parent):
             return [], [SkippedSegment(path.name, "data file missing", 0, n_frames)]
-        return [_segment(header, path, 0)], []
+        return [_segment(header, path, 0, repaired)], []
     segments: list[Segment] = []
     skipped: list[SkippedSegment] = []
     offset = 0
@@ -107,22 +110,22 @@ def layout_segments(header, path: Path) -> tuple[list[Segment], list[SkippedSegm
             skipped.append(SkippedSegment(name, "header missing", start, int(length)))
             continue
         try:
-            seg_header, _ = read_header(seg_path)
+            seg_header, seg_repair = read_header(seg_path)
         except DataError:
             skipped.append(SkippedSegment(name, "malformed header", start, int(length)))
             continue
         if not _data_present(seg_header, path.parent):
             skipped.append(SkippedSegment(name, "data file missing", start, int(length)))
             continue
-        segments.append(_segment(seg_header, seg_path, start))
+        segments.append(_segment(seg_header, seg_path, start, seg_repair is not None))
     return segments, skipped
 
 
-def _segment(header, path: Path, start: int) -> Segment:
+def _segment(header, path: Path, start: int, repaired: bool) -> Segment:
     n_sig = int(header.n_sig or 0)
     spf = tuple(int(s or 1) for s in (header.samps_per_frame or [1] * n_sig))
     return Segment(str(path), path.name, start, int(header.sig_len or 0), float(header.fs),
-                   tuple(header.sig_name or []), spf)
+                   tuple(header.sig_name or []), spf, repaired)
 
 
 def _clip_bounds(header, i: int) -> tuple[int, int, int]:
@@ -145,7 +148,7 @@ def iter_chunks(segment: Segment, chunk_frames: int, pad_frames: int = 0,
     wanted = list(range(len(segment.sig_names))) if channels is None else list(channels)
     if not wanted or segment.n_frames <= 0:
         return
-    with readable_record(segment.path) as readable:
+    with _readable(segment) as readable:
         for core_start in range(0, segment.n_frames, chunk_frames):
             core_stop = min(core_start + chunk_frames, segment.n_frames)
             lo = max(0, core_start - pad_frames)
@@ -158,6 +161,16 @@ def iter_chunks(segment: Segment, chunk_frames: int, pad_frames: int = 0,
                                 f"({type(exc).__name__})") from None
             yield Chunk(lo, core_start, core_stop, [
                 _to_physical(rec, j, segment.fs(i)) for j, i in enumerate(wanted)])
+
+
+@contextmanager
+def _readable(segment: Segment) -> Iterator[str | Path]:
+    """The segment's path, or a repaired copy when its header needed one."""
+    if not segment.repaired:
+        yield segment.path
+        return
+    with readable_record(segment.path) as fixed:
+        yield fixed
 
 
 def _to_physical(rec, j: int, fs: float) -> ChannelChunk:

@@ -234,3 +234,17 @@ def test_bad_record_is_quarantined_not_fatal(physionet, tmp_path, make_wf_params
     report = json.loads(params.path(params.window_waveforms.report).read_text())
     assert "cannot read frames" in report["records"]["trunc"]["error"]
     assert report["records"]["100"]["windows_produced"] == 360
+
+
+def test_record_with_repaired_header_is_windowed(physionet, tmp_path):
+    src = physionet / "mimic3wdb" / "03700181"
+    lines = src.with_suffix(".hea").read_text().splitlines()
+    lines[0] = "03700181 3 125 75000 15/08/1994 17:27:45"  # date before time: wfdb refuses
+    (tmp_path / "03700181.hea").write_text("\n".join(lines) + "\n")
+    (tmp_path / "03700181.dat").symlink_to(src.with_suffix(".dat"))
+    base = dt.datetime(1994, 8, 15, 17, 27, 45)
+    report = process_record(job_for(tmp_path, tmp_path, "03700181",
+                                    WindowWaveforms(beats=False), base_datetime=base))
+    df = pl.read_parquet(tmp_path / "w.parquet")
+    assert report["windows_produced"] == df.height == 180
+    assert df["window_start"].min() == base
