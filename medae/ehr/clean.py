@@ -27,7 +27,7 @@ from medae.ehr.events import (
     RAW_PREFIX,
     apply_dictionary,
     assign_stays,
-    flag_duplicates,
+    deduplicate,
     source_events,
     structural_events,
     to_meds,
@@ -60,21 +60,19 @@ def clean_shard(item: dict[str, Any]) -> dict[str, Any]:
     dictionary = load_dictionary(item["dictionary"])
     stays = _scan(raw, "icustays", shard)
     events = pl.concat([source_events(_scan(raw, t, shard), t) for t in RAW_PREFIX])
-    flagged = apply_dictionary(events, dictionary).select(KEEP_COLUMNS).collect()
+    flagged = apply_dictionary(events, dictionary).select(KEEP_COLUMNS)
     removed = pl.col("f_outlier") | pl.col("f_unknown_unit") | pl.col("f_no_time")
-    kept = flag_duplicates(assign_stays(flagged.lazy().filter(~removed), stays)).collect()
-    counts = count_flags(flagged, kept)
-    del flagged
+    unique = deduplicate(assign_stays(flagged.filter(~removed), stays))
     structural = structural_events(_scan(raw, "patients", shard),
                                    _scan(raw, "admissions", shard), stays)
     typed = [pl.col(n).cast(t) for n, t in MEDS_SCHEMA.items()]
-    meds = to_meds(pl.concat([
-        kept.lazy().filter(~pl.col("f_duplicate")).select(typed), structural.select(typed),
-    ])).collect()
+    meds_plan = to_meds(pl.concat([unique.select(typed), structural.select(typed)]))
+    # One plan: the flagged events are computed once and feed both the counts and the store.
+    counts, meds = pl.collect_all([count_flags(flagged, unique), meds_plan])
     target = out / "data" / f"{shard_name(shard)}.parquet"
     with atomic_path(target) as tmp:
         meds.write_parquet(tmp)
-    return {"dq": counts, "codes": meds["code"].unique().sort().to_list(),
+    return {"dq": counts.to_dicts(), "codes": meds["code"].unique().sort().to_list(),
             "rows": meds.height, "subjects": meds["subject_id"].n_unique()}
 
 

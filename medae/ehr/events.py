@@ -2,7 +2,7 @@
 
 The clean stage chains them per shard: :func:`source_events` (one frame for labs, charts and
 outputs), :func:`apply_dictionary` (codes, units, ranges, text values; flags what it removes),
-:func:`assign_stays`, :func:`flag_duplicates`, then :func:`to_meds`. Flags stay as boolean
+:func:`assign_stays`, :func:`deduplicate`, then :func:`to_meds`. Flags stay as boolean
 columns until the end so the data-quality report counts exactly what was filtered.
 """
 
@@ -164,17 +164,22 @@ def assign_stays(events: pl.LazyFrame, stays: pl.LazyFrame) -> pl.LazyFrame:
     return lf.drop("_stay", "_hadm", "intime", "outtime")  # in time order: to_meds sorts
 
 
-def flag_duplicates(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Flag ``f_duplicate`` on every repeat of an identical MEDS row (the first is kept).
+def deduplicate(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Collapse identical MEDS rows to one, counting the copies in ``n_copies``.
+
+    ``table``, ``var`` and ``f_outside_stay`` are the same for identical rows except when
+    two tables hold the same event; the row is then credited to the first table by name.
 
     >>> ev = pl.LazyFrame({"subject_id": [1, 1, 1], "time": [1, 1, 2], "code": ["A"] * 3,
     ...     "numeric_value": [1.0] * 3, "text_value": [None] * 3, "hadm_id": [None] * 3,
-    ...     "stay_id": [None] * 3})
-    >>> flag_duplicates(ev).collect()["f_duplicate"].to_list()
-    [False, True, False]
+    ...     "stay_id": [None] * 3, "table": ["labevents"] * 3, "var": ["A"] * 3,
+    ...     "f_outside_stay": [True] * 3})
+    >>> deduplicate(ev).sort("time").collect()["n_copies"].to_list()
+    [2, 1]
     """
-    return events.with_columns(
-        f_duplicate=~pl.struct(MEDS_SCHEMA.names()).is_first_distinct()
+    return events.group_by(MEDS_SCHEMA.names()).agg(
+        pl.len().alias("n_copies"), pl.col("table").min(), pl.col("var").first(),
+        pl.col("f_outside_stay").first(),
     )
 
 

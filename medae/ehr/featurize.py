@@ -96,21 +96,27 @@ def bin_events(events: pl.LazyFrame, stays: pl.LazyFrame, variables: list[str],
     return pl.concat(parts).sort("stay_id", "bin", "var")
 
 
-def fill_forward(values: np.ndarray, max_gap_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Forward fill NaNs along axis 0 for at most ``max_gap_bins``; also the bins since the
-    last observation (-1 where never observed).
+def fill_forward(values: np.ndarray, max_gap_bins: int,
+                 offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Forward fill NaNs along axis 0 for at most ``max_gap_bins``, never across the segment
+    boundaries ``offsets`` (one segment per stay); also the bins since the last observation
+    in the segment (-1 where none yet). Vectorised over all segments at once.
 
-    >>> v = np.array([[1.0], [np.nan], [np.nan], [np.nan]])
-    >>> filled, since = fill_forward(v, 2)
+    >>> v = np.array([[1.0], [np.nan], [np.nan], [np.nan], [np.nan]])
+    >>> filled, since = fill_forward(v, 2, np.array([0, 4, 5]))
     >>> filled[:, 0].tolist(), since[:, 0].tolist()
-    ([1.0, 1.0, 1.0, nan], [0, 1, 2, 3])
+    ([1.0, 1.0, 1.0, nan, nan], [0, 1, 2, 3, -1])
     """
-    steps = np.arange(values.shape[0])[:, None]
-    last = np.where(~np.isnan(values), steps, -1)
-    last = np.maximum.accumulate(last, axis=0)
-    since = np.where(last >= 0, steps - last, -1)
+    n = values.shape[0]
+    if offsets is None:
+        offsets = np.array([0, n])
+    steps = np.arange(n)[:, None]
+    segment_start = np.repeat(offsets[:-1], np.diff(offsets))[:, None]
+    last = np.maximum.accumulate(np.where(~np.isnan(values), steps, -1), axis=0)
+    seen = last >= segment_start  # an observation earlier in the same segment
+    since = np.where(seen, steps - last, -1)
     taken = np.take_along_axis(values, np.maximum(last, 0), axis=0)
-    filled = np.where((last >= 0) & (since <= max_gap_bins), taken, np.nan)
+    filled = np.where(seen & (since <= max_gap_bins), taken, np.nan)
     return filled, since
 
 
@@ -237,13 +243,11 @@ def _normalised_grid(grid: np.ndarray, offsets: np.ndarray, stats: dict[str, Any
     """values (imputed, z-scored), mask and scaled delta on the whole-stay grid."""
     mean = np.array([stats["mean"][c] for c in view["variables"]])
     std = np.array([stats["std"][c] for c in view["variables"]])
-    values = np.empty_like(grid)
-    since = np.empty(grid.shape, dtype=np.int64)
     max_gap = view["max_ffill_hours"] // view["bin_hours"]
-    for lo, hi in zip(offsets[:-1], offsets[1:], strict=True):
-        values[lo:hi], since[lo:hi] = fill_forward(grid[lo:hi], max_gap)
-        never = since[lo:hi] < 0  # never observed yet: hours since the stay began
-        since[lo:hi][never] = (np.arange(hi - lo)[:, None] + 1).repeat(grid.shape[1], 1)[never]
+    values, since = fill_forward(grid, max_gap, offsets)
+    # never observed yet in the stay: count the bins since the stay began
+    bins_into_stay = np.arange(grid.shape[0]) - np.repeat(offsets[:-1], np.diff(offsets)) + 1
+    since = np.where(since < 0, bins_into_stay[:, None], since)
     values = np.where(np.isnan(values), mean, values)
     values = (values - mean) / std
     delta = np.minimum(since * view["bin_hours"], view["delta_max_hours"]) / view[
@@ -293,7 +297,7 @@ def featurize_shard(item: dict[str, Any]) -> dict[str, Any]:
             pl.List(pl.Float32)).alias("delta"),
         static.alias("static"),
         pl.col("label_mortality").fill_null(0).cast(pl.Int8),
-    ).sort("stay_id", "window_start")
+    )  # already in (stay_id, window_start) order: stays are sorted, starts ascend
     with atomic_path(Path(item["target"])) as tmp:
         out.write_parquet(tmp)
     return {"windows": out.height, "stays": stays.height}

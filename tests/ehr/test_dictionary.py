@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from medae.ehr.dictionary import load_dictionary, normalize_unit
-from medae.ehr.events import apply_dictionary, flag_duplicates
+from medae.ehr.events import apply_dictionary, assign_stays, deduplicate
 from medae.errors import ConfigError
 
 
@@ -116,7 +116,11 @@ def test_golden_conversions_and_ranges():
             assert got["text_value"] == row[1]
 
 
-def test_duplicates_flagged_once():
-    rows = [(220045, "80", 80.0, "bpm", "", 0, "")] * 3
-    out = flag_duplicates(apply_dictionary(_events(rows), load_dictionary())).collect()
-    assert out["f_duplicate"].to_list() == [False, True, True]
+def test_duplicates_collapse_to_one_row():
+    rows = [(220045, "80", 80.0, "bpm", "", 0, "")] * 3 + [(220045, "81", 81.0, "bpm", "", 0, "")]
+    stays = pl.LazyFrame(schema={"subject_id": pl.Int64, "hadm_id": pl.Int64,
+                                 "stay_id": pl.Int64, "intime": pl.Datetime("us"),
+                                 "outtime": pl.Datetime("us")})
+    mapped = apply_dictionary(_events(rows), load_dictionary())
+    out = deduplicate(assign_stays(mapped, stays)).sort("numeric_value").collect()
+    assert out.select("numeric_value", "n_copies").rows() == [(80.0, 3), (81.0, 1)]
