@@ -41,30 +41,61 @@ QUARANTINE_SCHEMA = pl.Schema({"path": pl.String, "reason": pl.String})
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """A header file that may be a record (not yet known whether it is a segment)."""
+class FolderJob:
+    """One folder to catalogue (an executor item: small and picklable)."""
 
-    path: Path  # without .hea
-    listed: bool | None  # True/False when the folder has a RECORDS file, else None
+    folder: str
+    source: str
+    pattern: str
 
 
-def find_headers(source: Path) -> tuple[list[Candidate], list[dict[str, str]]]:
-    """Every ``.hea`` under ``source`` (sorted), and RECORDS entries whose header is missing.
-
-    A folder's ``RECORDS`` file, when present, says which of its headers are records.
-    """
-    candidates, missing = [], []
+def record_folders(source: Path) -> list[Path]:
+    """Every folder under ``source`` holding headers or a RECORDS file, sorted."""
+    found = []
     for folder, dirs, files in os.walk(source):
         dirs.sort()
-        here = Path(folder)
-        listed = _records_file(here)
-        headers = sorted(f[:-4] for f in files if f.endswith(".hea"))
-        for name in headers:
-            candidates.append(Candidate(here / name, None if listed is None else name in listed))
-        for name in sorted((listed or set()) - set(headers)):
-            missing.append({"path": str((here / name).relative_to(source)),
-                            "reason": "listed in RECORDS but header missing"})
-    return candidates, missing
+        if "RECORDS" in files or any(f.endswith(".hea") for f in files):
+            found.append(Path(folder))
+    return found
+
+
+def _is_multi_segment(header_file: Path) -> bool:
+    """A multi-segment master's record line names ``record/n_segments`` (cheap text check)."""
+    with open(header_file, encoding="latin-1") as fh:
+        for line in fh:
+            if line.strip() and not line.lstrip().startswith("#"):
+                return "/" in line.split()[0]
+    return False
+
+
+def catalog_folder(job: FolderJob) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Catalog rows and quarantine entries of the records in one folder.
+
+    A ``RECORDS`` file, when present, says which headers are records. Multi-segment masters
+    are read first so that their segment and layout headers are known and not taken for
+    records.
+    """
+    here, source = Path(job.folder), Path(job.source)
+    listed = _records_file(here)
+    names = sorted(f.name[:-4] for f in here.iterdir() if f.name.endswith(".hea"))
+    quarantine = [{"path": str((here / n).relative_to(source)),
+                   "reason": "listed in RECORDS but header missing"}
+                  for n in sorted((listed or set()) - set(names))]
+    candidates = [n for n in names if listed is None or n in listed]
+    masters = [n for n in candidates if _is_multi_segment(here / f"{n}.hea")]
+    rows, members = [], set()
+    for name in masters + [n for n in candidates if n not in masters]:
+        if name in members:
+            continue
+        try:
+            row = describe_record(here / name, source, job.pattern)
+        except DataError as exc:
+            quarantine.append({"path": str((here / name).relative_to(source)),
+                               "reason": _relative(str(exc), source)})
+            continue
+        members |= set(row.pop("_members"))
+        rows.append(row)
+    return rows, quarantine
 
 
 def _records_file(folder: Path) -> set[str] | None:
@@ -165,7 +196,7 @@ def describe_record(path: Path, source: Path, pattern: str) -> dict[str, Any]:
     if multi:
         files += [s["name"] + ".hea" for s in segments]
     for seg in readable:
-        files += list(read_header(Path(seg.path))[0].file_name or [])
+        files += list(seg.data_files)
     base, base_time = _base_datetime(header)
     frame_fs = float(header.fs)
     n_frames = int(header.sig_len or 0)
@@ -184,24 +215,30 @@ def describe_record(path: Path, source: Path, pattern: str) -> dict[str, Any]:
     }
 
 
-def build_catalog(source: Path, pattern: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``(catalog, quarantine)`` for every record under ``source``, both sorted by path."""
-    candidates, quarantine = find_headers(source)
-    rows, failures = [], {}
-    for cand in candidates:
-        if cand.listed is False:
-            continue
-        try:
-            rows.append(describe_record(cand.path, source, pattern))
-        except DataError as exc:
-            failures[cand.path] = str(exc)
-    # Segment and layout headers are parts of a multi-segment record, not records.
-    segment_names = {(Path(r["path"]).parent, name) for r in rows for name in r.pop("_members")}
-    rows = [r for r in rows if (Path(r["path"]).parent, Path(r["path"]).name) not in segment_names]
-    for path, reason in failures.items():
-        rel = path.relative_to(source)
-        if (rel.parent, rel.name) not in segment_names:
-            quarantine.append({"path": str(rel), "reason": _relative(reason, source)})
+def build_catalog(source: Path, pattern: str,
+                  executor: Any = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(catalog, quarantine)`` for every record under ``source``, both sorted by path.
+
+    Folders are catalogued in parallel through ``executor`` (an ExecutorConfig) when there
+    are enough of them to repay starting workers; a folder that fails is quarantined.
+    """
+    from medae.config import ExecutorConfig
+    from medae.executor import map_items
+
+    folders = record_folders(source)
+    if executor is None or len(folders) < 64:
+        executor = ExecutorConfig(workers=1, progress=False)
+    jobs = [FolderJob(str(f), str(source), pattern) for f in folders]
+    names = [str(f.relative_to(source)) for f in folders]
+    result = map_items(catalog_folder, jobs, executor, names=names, desc="catalog_waveforms",
+                       on_error="collect")
+    rows, quarantine = [], []
+    for value in result.values:
+        if value is not None:
+            rows.extend(value[0])
+            quarantine.extend(value[1])
+    quarantine += [{"path": f.name, "reason": f"folder failed: {f.error}"}
+                   for f in result.failures]
     catalog = pl.DataFrame(rows, schema=CATALOG_SCHEMA).sort("path")
     return catalog, pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA).sort("path")
 
@@ -221,7 +258,8 @@ def run(params) -> dict[str, Any]:
     if not source.is_dir():
         raise DataError(f"{source}: waveform source folder not found (waveforms.source)")
     cfg = params.catalog_waveforms
-    catalog, quarantine = build_catalog(source.resolve(), params.waveforms.subject_pattern)
+    catalog, quarantine = build_catalog(source.resolve(), params.waveforms.subject_pattern,
+                                        params.executor)
     write_parquet_atomic(catalog, params.path(cfg.out))
     write_parquet_atomic(quarantine, params.path(cfg.quarantine))
     for row in quarantine.iter_rows(named=True):

@@ -39,6 +39,7 @@ class Segment:
     sig_names: tuple[str, ...]
     samps_per_frame: tuple[int, ...]
     repaired: bool = False  # its header needed the tolerant fallback (read via a fixed copy)
+    data_files: tuple[str, ...] = ()
 
     def fs(self, i: int) -> float:
         return self.frame_fs * self.samps_per_frame[i]
@@ -125,7 +126,8 @@ def _segment(header, path: Path, start: int, repaired: bool) -> Segment:
     n_sig = int(header.n_sig or 0)
     spf = tuple(int(s or 1) for s in (header.samps_per_frame or [1] * n_sig))
     return Segment(str(path), path.name, start, int(header.sig_len or 0), float(header.fs),
-                   tuple(header.sig_name or []), spf, repaired)
+                   tuple(header.sig_name or []), spf, repaired,
+                   tuple(sorted(set(header.file_name or []))))
 
 
 def _clip_bounds(header, i: int) -> tuple[int, int, int]:
