@@ -41,9 +41,9 @@ from medae.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KEEP_COLUMNS = [*MEDS_SCHEMA.names(), "table", "var", "f_converted", "f_unknown_unit",
-                "f_outlier", "f_clipped", "f_text_only", "f_no_time"]
+                "f_outlier", "f_clipped", "f_text_only", "f_no_time", "f_error"]
 
 
 def _scan(raw: Path, table: str, shard: int) -> pl.LazyFrame:
@@ -61,7 +61,8 @@ def clean_shard(item: dict[str, Any]) -> dict[str, Any]:
     stays = _scan(raw, "icustays", shard)
     events = pl.concat([source_events(_scan(raw, t, shard), t) for t in RAW_PREFIX])
     flagged = apply_dictionary(events, dictionary).select(KEEP_COLUMNS)
-    removed = pl.col("f_outlier") | pl.col("f_unknown_unit") | pl.col("f_no_time")
+    removed = (pl.col("f_outlier") | pl.col("f_unknown_unit") | pl.col("f_no_time")
+               | pl.col("f_error"))
     unique = deduplicate(assign_stays(flagged.filter(~removed), stays))
     structural = structural_events(_scan(raw, "patients", shard),
                                    _scan(raw, "admissions", shard), stays)

@@ -1,5 +1,6 @@
 """The data-quality report of ``clean_ehr``: per variable and per source table, how many rows
-were seen, converted, removed (outlier, unknown unit, no time), clipped, deduplicated,
+were seen, converted, removed (outlier, unknown unit, no time, charted in error), clipped,
+deduplicated,
 text-only and outside any ICU stay."""
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import polars as pl
 from medae.io import write_json_atomic, write_text_atomic
 
 COUNTS = ("rows_seen", "unit_converted", "removed_outlier", "removed_unknown_unit",
-          "removed_no_time", "clipped", "duplicates", "text_only", "outside_stay", "rows_written")
-REMOVALS = ("removed_outlier", "removed_unknown_unit", "removed_no_time", "duplicates")
+          "removed_no_time", "removed_error", "clipped", "duplicates", "text_only",
+          "outside_stay", "rows_written")
+REMOVALS = ("removed_outlier", "removed_unknown_unit", "removed_no_time", "removed_error",
+            "duplicates")
 FLAG_OF = {"unit_converted": "f_converted", "removed_outlier": "f_outlier",
            "removed_unknown_unit": "f_unknown_unit", "removed_no_time": "f_no_time",
-           "clipped": "f_clipped", "text_only": "f_text_only"}
+           "removed_error": "f_error", "clipped": "f_clipped", "text_only": "f_text_only"}
 
 
 def count_flags(flagged: pl.LazyFrame, unique: pl.LazyFrame) -> pl.LazyFrame:

@@ -27,7 +27,7 @@ MEDS_SCHEMA = pl.Schema({
     "stay_id": pl.Int64,
 })
 EVENT_COLUMNS = ["subject_id", "hadm_id", "stay_id", "time", "itemid", "value", "valuenum",
-                 "valueuom", "table"]
+                 "valueuom", "error", "table"]
 
 
 def source_events(lf: pl.LazyFrame, table: str) -> pl.LazyFrame:
@@ -44,11 +44,13 @@ def source_events(lf: pl.LazyFrame, table: str) -> pl.LazyFrame:
     else:
         value, valuenum = pl.col("value"), pl.col("valuenum")
     stay = pl.col("stay_id") if "stay_id" in names else pl.lit(None, pl.Int64)
+    error = pl.col("error") if "error" in names else pl.lit(None, pl.Int64)
     return lf.select(
         pl.col("subject_id"), pl.col("hadm_id").cast(pl.Int64),
         stay.cast(pl.Int64).alias("stay_id"),
         pl.col("charttime").alias("time"), pl.col("itemid"), value.alias("value"),
-        valuenum.alias("valuenum"), pl.col("valueuom"), pl.lit(table).alias("table"),
+        valuenum.alias("valuenum"), pl.col("valueuom"), error.cast(pl.Int64).alias("error"),
+        pl.lit(table).alias("table"),
     )
 
 
@@ -64,7 +66,8 @@ def apply_dictionary(events: pl.LazyFrame, dictionary: Dictionary) -> pl.LazyFra
 
     Adds ``code``, ``numeric_value``, ``text_value``, ``var`` (dictionary code or null) and
     the flags ``f_converted``, ``f_unknown_unit``, ``f_outlier``, ``f_clipped``,
-    ``f_text_only``, ``f_no_time``. Unmapped events keep a raw code and their value as is.
+    ``f_text_only``, ``f_no_time``, ``f_error`` (MIMIC-III rows charted in error).
+    Unmapped events keep a raw code and their value as is.
 
     >>> from datetime import datetime
     >>> from medae.ehr.dictionary import load_dictionary
@@ -72,8 +75,8 @@ def apply_dictionary(events: pl.LazyFrame, dictionary: Dictionary) -> pl.LazyFra
     ...     "stay_id": [None] * 3, "time": [datetime(2100, 1, 1)] * 3,
     ...     "itemid": [223761, 220045, 99], "value": ["98.6", "500", "x"],
     ...     "valuenum": [98.6, 500.0, None], "valueuom": ["°F", "bpm", None],
-    ...     "table": ["chartevents"] * 3}, schema_overrides={"hadm_id": pl.Int64,
-    ...     "stay_id": pl.Int64})
+    ...     "error": [None] * 3, "table": ["chartevents"] * 3},
+    ...     schema_overrides={"hadm_id": pl.Int64, "stay_id": pl.Int64, "error": pl.Int64})
     >>> out = apply_dictionary(ev, load_dictionary()).collect()
     >>> for row in out.select("code", pl.col("numeric_value").round(1), "f_outlier").rows():
     ...     print(row)
@@ -119,6 +122,7 @@ def apply_dictionary(events: pl.LazyFrame, dictionary: Dictionary) -> pl.LazyFra
         f_clipped=(mapped_num & unit_known & ~outlier & clipped).fill_null(False),
         f_text_only=pl.col("num_in").is_null() & (text.str.len_chars() > 0).fill_null(False),
         f_no_time=pl.col("time").is_null(),
+        f_error=(pl.col("error") == 1).fill_null(False),
     )
     numeric = pl.when(pl.col("var").is_not_null()).then(
         pl.col("x").clip(pl.col("valid_low"), pl.col("valid_high"))

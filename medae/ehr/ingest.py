@@ -44,7 +44,7 @@ from medae.io import atomic_path
 log = logging.getLogger(__name__)
 
 # Bump when the ingest output format changes: every table is then re-ingested.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def shard_files(out: Path, table: str, shards: int) -> list[Path]:

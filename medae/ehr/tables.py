@@ -81,7 +81,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("chartevents", "icu", (
             SUBJECT, Column("hadm_id", INT, ()), Column("stay_id", INT, (), ("icustay_id",)),
             ITEM, CHARTTIME, Column("value", STR, ()), Column("valuenum", FLOAT, ()),
-            Column("valueuom", STR, ()),
+            Column("valueuom", STR, ()), Column("error", INT, ()),  # MIMIC-III: 1 = in error
         ), required=False),
         TableSpec("outputevents", "icu", (
             SUBJECT, Column("hadm_id", INT, ()), Column("stay_id", INT, (), ("icustay_id",)),

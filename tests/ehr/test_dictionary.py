@@ -92,10 +92,11 @@ def _events(rows) -> pl.LazyFrame:
          "stay_id": [None] * len(rows), "time": [datetime(2150, 1, 1)] * len(rows),
          "itemid": [r[0] for r in rows], "value": [r[1] for r in rows],
          "valuenum": [r[2] for r in rows], "valueuom": [r[3] for r in rows],
+         "error": [None] * len(rows),
          "table": ["labevents" if r[0] < 60000 or r[0] == 99999 else "chartevents"
                    for r in rows]},
         schema_overrides={"hadm_id": pl.Int64, "stay_id": pl.Int64, "valuenum": pl.Float64,
-                          "valueuom": pl.String})
+                          "valueuom": pl.String, "error": pl.Int64})
 
 
 def test_golden_conversions_and_ranges():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,12 +40,14 @@ def mimic3_source(root: Path, *, drop_intime: bool = False) -> Path:
     if drop_intime:
         del stays["INTIME"]
     write_csv(pl.DataFrame(stays), root / "ICUSTAYS.csv.gz")
-    write_csv(pl.DataFrame({
-        "ROW_ID": [1, 2, 3, 4, 5], "SUBJECT_ID": [3, 3, 3, 4, 4], "HADM_ID": [30, 30, 30, 40, 40],
-        "ICUSTAY_ID": [300, 300, 300, 400, 400], "ITEMID": [211, 678, 646, 220045, 220045],
-        "CHARTTIME": [ts(1), ts(1), ts(2), ts(1), ts(1)],
-        "VALUE": ["88", "100.4", "97", "70", "70"], "VALUENUM": [88.0, 100.4, 97.0, 70.0, 70.0],
-        "VALUEUOM": ["BPM", "Deg. F", "%", "bpm", "bpm"], "ERROR": [0, 0, 0, 0, 0],
+    write_csv(pl.DataFrame({  # the last row is charted in error (ERROR=1): removed
+        "ROW_ID": [1, 2, 3, 4, 5, 6], "SUBJECT_ID": [3, 3, 3, 4, 4, 4],
+        "HADM_ID": [30, 30, 30, 40, 40, 40], "ICUSTAY_ID": [300, 300, 300, 400, 400, 400],
+        "ITEMID": [211, 678, 646, 220045, 220045, 220045],
+        "CHARTTIME": [ts(1), ts(1), ts(2), ts(1), ts(1), ts(3)],
+        "VALUE": ["88", "100.4", "97", "70", "70", "30"],
+        "VALUENUM": [88.0, 100.4, 97.0, 70.0, 70.0, 30.0],
+        "VALUEUOM": ["BPM", "Deg. F", "%", "bpm", "bpm", "bpm"], "ERROR": [0, 0, 0, 0, 0, 1],
     }), root / "CHARTEVENTS.csv.gz")
     write_csv(pl.DataFrame({"ROW_ID": [1], "SUBJECT_ID": [3], "HADM_ID": [30], "ITEMID": [50912],
                             "CHARTTIME": [ts(3)], "VALUE": ["1.4"], "VALUENUM": [1.4],
@@ -64,6 +67,9 @@ def test_mimic3_layout_detected_and_cleaned(tmp_path):
     # CareVue 211 and MetaVision 220045 are one variable; the MetaVision duplicate is dropped
     assert hr.select("subject_id", "numeric_value", "stay_id").rows() == [
         (3, 88.0, 300), (4, 70.0, 400)]
+    report = json.loads(params.path(params.clean_ehr.report).read_text())
+    assert report["variables"]["VITAL//HEART_RATE"]["removed_error"] == 1
+    assert report["variables"]["VITAL//HEART_RATE"]["duplicates"] == 1
     temp = store.filter(pl.col("code") == "VITAL//TEMPERATURE")["numeric_value"].item()
     assert temp == pytest.approx(38.0, abs=1e-3)
     creat = store.filter(pl.col("code") == "LAB//CREATININE")
