@@ -83,6 +83,9 @@ class Autoencoder(nn.Module):
         self.shift.copy_(torch.as_tensor(shift).expand_as(self.shift))
         self.scale.copy_(torch.as_tensor(scale).expand_as(self.scale).clamp_min(1e-6))
 
+    def init_from_data(self, rows: Tensor) -> None:
+        """Data-dependent initialisation from train rows (none by default)."""
+
     # -- data layout -----------------------------------------------------------------------
     def prepare(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Normalised input (non-finite -> 0), the target, and the observation weight."""

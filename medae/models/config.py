@@ -37,6 +37,7 @@ class Shape(Section):
     bins: int = Field(default=1, ge=1)
     input_kind: Literal["ehr", "waveform", "multimodal"] = "ehr"
     wave_dim: int = Field(default=0, ge=0)  # multimodal only: width of the waveform part
+    channel: str | None = None  # waveform models: the canonical channel they were trained on
 
 
 class _Base(Section):
@@ -99,7 +100,8 @@ class Conv1dConfig(Section):
     latent_dim: int = Field(default=16, ge=1)
     activation: Literal["relu", "gelu", "tanh"] = "gelu"
     recon_loss: Literal["mse", "bce"] = "mse"
-    linear_skip: bool = True  # a linear path next to the convolutions (PCA-like at init)
+    linear_skip: bool = True  # a linear path next to the convolutions
+    pca_init: bool = True  # start the linear path at the train data's PCA (needs linear_skip)
 
 
 class MultimodalVaeConfig(_Base):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -14,7 +15,9 @@ class ConvAutoencoder(Autoencoder):
     The input is zero-padded to a multiple of 2^depth and the output cropped back, so any
     window or beat length works. ``linear_skip`` adds a linear encoder/decoder path beside the
     convolutions: on its own that path can learn PCA, so the non-linear part only has to add to
-    it (this is what lets the model match PCA on small data sets rather than fall behind).
+    it. With ``pca_init`` training starts from exactly PCA (:meth:`init_from_data`: linear path
+    = principal subspace of the train rows, convolutional outputs zeroed), so what the
+    convolutions learn is a correction on top of PCA rather than a replacement for it.
 
     >>> import torch
     >>> from medae.models.config import Conv1dConfig, Shape
@@ -47,6 +50,27 @@ class ConvAutoencoder(Autoencoder):
         self.up = nn.Sequential(*up)
         self.skip_in = nn.Linear(self.length, config.latent_dim) if config.linear_skip else None
         self.skip_out = nn.Linear(config.latent_dim, self.length) if config.linear_skip else None
+
+    @torch.no_grad()
+    def init_from_data(self, rows: Tensor, max_rows: int = 20000) -> None:
+        """PCA of the (normalised) train rows into the linear path; conv outputs start at 0."""
+        if not (self.config.pca_init and self.config.linear_skip):
+            return
+        xn = self.prepare(rows[:max_rows].to(self.shift.device))[0].double()
+        mean = xn.mean(dim=0)
+        _, _, vt = torch.linalg.svd(xn - mean, full_matrices=False)
+        k = min(self.config.latent_dim, vt.shape[0])
+        comps = vt[:k]
+        self.skip_in.weight.zero_()
+        self.skip_in.bias.zero_()
+        self.skip_out.weight.zero_()
+        self.skip_in.weight[:k] = comps.float()
+        self.skip_in.bias[:k] = -(comps @ mean).float()
+        self.skip_out.weight[:, :k] = comps.T.float()
+        self.skip_out.bias.copy_(mean.float())
+        for layer in (self.to_code, self.up[-1]):  # the non-linear path adds nothing at first
+            layer.weight.zero_()
+            layer.bias.zero_()
 
     def code(self, xn: Tensor) -> Tensor:
         h = F.pad(xn, (0, self.padded - self.length)).unsqueeze(1)

@@ -1,8 +1,8 @@
 """params.yaml sections of the training and evaluation stages."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from medae.config_base import Section
 from medae.models.config import (
@@ -10,6 +10,9 @@ from medae.models.config import (
     DenoisingConfig,
     ModelConfig,
 )
+
+# Record names are strings; `--set evaluate.test_records=[118,119]` gives ints: accept both.
+RecordName = Annotated[str, BeforeValidator(str)]
 
 
 class Optim(Section):
@@ -70,12 +73,17 @@ class Evaluate(Section):
     ehr_hide_fraction: float = Field(default=0.2, gt=0, lt=1)
     ehr_epochs: int = Field(default=20, ge=1)
     mitdb: str = "../shared/realdata/physionet/mitdb"
-    train_records: tuple[str, ...] = ("100", "101", "103", "105", "106", "108", "109", "111")
-    test_records: tuple[str, ...] = ("118", "119")
+    train_records: tuple[RecordName, ...] = ("100", "101", "103", "105", "106", "108", "109",
+                                             "111")
+    test_records: tuple[RecordName, ...] = ("118", "119")
+    # Of the train records, these only decide early stopping: a whole record, so that the
+    # model is selected for beats of a patient it never saw (as the test records are).
+    tuning_records: tuple[RecordName, ...] = ("111",)
+    wave_max_train_beats: int | None = Field(default=8000, ge=100)  # CPU time cap; seeded
     beat_channel: str | None = None  # None = the record's first signal (MLII in MIT-BIH)
     latent_16x: int = Field(default=16, ge=1)
     latent_32x: int = Field(default=8, ge=1)
-    wave_model: Conv1dConfig = Conv1dConfig()
-    wave_epochs: int = Field(default=40, ge=1)
+    wave_model: Conv1dConfig = Conv1dConfig(channels=(8, 16, 32))
+    wave_epochs: int = Field(default=15, ge=1)
     probe_max_iter: int = Field(default=2000, ge=10)
     mlflow: bool = True

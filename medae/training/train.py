@@ -163,6 +163,7 @@ def train_and_register(params: Any, modality: str, section: str, data: Prepared)
     model = build_model(cfg.model, data.shape)
     if data.shift is not None:
         model.set_normalisation(torch.tensor(data.shift), torch.tensor(data.scale))
+    model.init_from_data(torch.from_numpy(np.array(data.train[:20000])))
     ckpt_dir = params.path(cfg.checkpoint_dir) / modality
     if cfg.system_metrics:
         mlflow.set_system_metrics_sampling_interval(cfg.system_metrics_interval_s)
