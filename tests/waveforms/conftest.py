@@ -20,7 +20,7 @@ def waveform_params(source: Path, out: Path, *extra: str):
         f"window_waveforms.out={out / 'windows'}",
         f"window_waveforms.beats_out={out / 'beats'}",
         f"window_waveforms.report={out / 'dq_waveforms.json'}",
-        "executor.workers=2", "executor.progress=false", *extra])
+        "executor.workers=1", "executor.progress=false", *extra])
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,7 @@ def synth_run(tmp_path_factory, make_wf_params):
     root = tmp_path_factory.mktemp("synth")
     generate(root / "src", subjects=6, seed=3, waveform_share=1.0, waveform_seconds=120.0)
     params = make_wf_params(root / "src" / "waveforms", root / "out",
-                            f"ehr.source={root / 'src'}", f"ingest_ehr.out={root / 'raw'}",
-                            "executor.workers=1")
+                            f"ehr.source={root / 'src'}", f"ingest_ehr.out={root / 'raw'}")
     run_stage("ingest_ehr", params)  # the EHR side's stays are what windows link to
     catalog.run(params)
     return params, pl.read_parquet(root / "out" / "catalog.parquet"), windows.run(params), root

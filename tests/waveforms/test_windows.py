@@ -197,7 +197,7 @@ def test_incremental_rerun_skips_unchanged_records(physionet, tmp_path, make_wf_
         (src / f"{name}.hea").write_text((physionet / "mitdb" / f"{name}.hea").read_text())
         for ext in ("dat", "atr"):
             (src / f"{name}.{ext}").symlink_to(physionet / "mitdb" / f"{name}.{ext}")
-    params = make_wf_params(src, tmp_path / "out", "executor.workers=1")
+    params = make_wf_params(src, tmp_path / "out")
     catalog.run(params)
     first = windows.run(params)
     out = params.path(params.window_waveforms.out)
@@ -210,8 +210,7 @@ def test_incremental_rerun_skips_unchanged_records(physionet, tmp_path, make_wf_
     os.utime(src / "101.hea", ns=(10**18, 10**18), follow_symlinks=False)
     catalog.run(params)
     assert windows.run(params)["processed"] == 1
-    changed = make_wf_params(src, tmp_path / "out", "executor.workers=1",
-                              "window_waveforms.normalize=robust")
+    changed = make_wf_params(src, tmp_path / "out", "window_waveforms.normalize=robust")
     assert windows.run(changed)["processed"] == 2
     fingerprints = json.loads((out / "_fingerprints.json").read_text())
     assert sorted(fingerprints) == ["100", "101"]
@@ -227,7 +226,8 @@ def test_bad_record_is_quarantined_not_fatal(physionet, tmp_path, make_wf_params
     (src / "trunc.hea").write_text((physionet / "mitdb" / "100.hea").read_text()
                                    .replace("100.dat", "trunc.dat").replace("100 ", "trunc ", 1))
     (src / "trunc.dat").write_bytes((physionet / "mitdb" / "100.dat").read_bytes()[:1000])
-    params = make_wf_params(src, tmp_path / "out", "executor.workers=1")
+    # Two worker processes: the failure crosses a process boundary and is still collected.
+    params = make_wf_params(src, tmp_path / "out", "executor.workers=2")
     catalog.run(params)
     summary = windows.run(params)
     assert (summary["processed"], summary["quarantined"]) == (1, 1)
