@@ -189,22 +189,24 @@ def window_starts(chunk: Chunk, frame_fs: float, plan: ChannelPlan, n_out: int) 
 
 @dataclass
 class ChannelResult:
+    """The kept windows of one signal in one chunk, their quality and the drop counts."""
+
     starts_s: np.ndarray  # seconds from record start
     values: np.ndarray  # (n_kept, window) float32
     quality: dict[str, np.ndarray]  # kept windows only
     reasons: Counter
-    beats: tuple[np.ndarray, np.ndarray] | None = None  # (values, native peak samples)
+    beats: tuple[np.ndarray, np.ndarray, float] | None = None  # values, native peaks, fs
 
 
-def process_channel(x: np.ndarray, clipped: np.ndarray, plan: ChannelPlan, chunk: Chunk,
-                    seg: Segment, cfg: WindowWaveforms, want_beats: bool) -> ChannelResult:
-    """Resample, filter, window, score and normalise one signal of one chunk."""
-    xb = bridge_short_gaps(x, int(cfg.bridge_gap_s * plan.fs_in))
-    y = resample_runs(xb, plan.fs_in, plan.fs_out)
-    mains = cfg.mains_hz if plan.kind in cfg.notch_kinds else None
-    band = tuple(cfg.bands[plan.kind]) if plan.kind in cfg.bands else (None, None)
-    z = filtfilt_runs(y, filter_sos(plan.fs_out, band, mains))
-    starts = window_starts(chunk, seg.frame_fs, plan, len(z))
+def score_windows(x: np.ndarray, clipped: np.ndarray, y: np.ndarray, z: np.ndarray,
+                  starts: np.ndarray, plan: ChannelPlan,
+                  cfg: WindowWaveforms) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Quality indices of each window (``nan``, ``flat``, ``clip``, ``range``, ``beat``) and,
+    for ECG, the R peaks found on the resampled signal ``y``.
+
+    Flat lines and clipping are found on the native samples ``x`` (exact digital values) and
+    mapped onto the output grid; NaN fraction and range come from the filtered signal ``z``.
+    """
     idx = nearest_index(len(z), plan.fs_in, plan.fs_out, len(x))
     flat = flat_mask(x, max(2, int(cfg.flat_min_s.get(plan.kind, 2.0) * plan.fs_in)))
     windows = z[starts[:, None] + np.arange(plan.window)[None, :]]
@@ -214,45 +216,60 @@ def process_channel(x: np.ndarray, clipped: np.ndarray, plan: ChannelPlan, chunk
              "clip": window_fraction(clipped[idx], starts, plan.window),
              "range": np.nan_to_num(np.nanmax(windows, axis=1) - np.nanmin(windows, axis=1))
              if len(starts) else np.empty(0)}
-    peaks = None
-    if plan.kind == "ecg":
-        # Detect at the output rate (3x fewer samples than 360 Hz), then refine on native data.
-        peaks_out = detect_r_peaks(y, plan.fs_out)
-        q["beat"] = beat_quality(z, plan.fs_out, peaks_out, starts, plan.window)
-        peaks = peaks_to_native(peaks_out, plan.fs_out, x, plan.fs_in) if want_beats else None
-    else:
+    if plan.kind != "ecg":
         q["beat"] = np.full(len(starts), np.nan)
+        return q, None
+    # Detect at the output rate (3x fewer samples than 360 Hz); beats refine on native data.
+    peaks = detect_r_peaks(y, plan.fs_out)
+    q["beat"] = beat_quality(z, plan.fs_out, peaks, starts, plan.window)
+    return q, peaks
+
+
+def process_channel(x: np.ndarray, clipped: np.ndarray, plan: ChannelPlan, chunk: Chunk,
+                    seg: Segment, cfg: WindowWaveforms, want_beats: bool) -> ChannelResult:
+    """Resample, filter, window, score and normalise one signal of one chunk."""
+    y = resample_runs(bridge_short_gaps(x, int(cfg.bridge_gap_s * plan.fs_in)),
+                      plan.fs_in, plan.fs_out)
+    mains = cfg.mains_hz if plan.kind in cfg.notch_kinds else None
+    band = tuple(cfg.bands[plan.kind]) if plan.kind in cfg.bands else (None, None)
+    z = filtfilt_runs(y, filter_sos(plan.fs_out, band, mains))
+    starts = window_starts(chunk, seg.frame_fs, plan, len(z))
+    q, peaks = score_windows(x, clipped, y, z, starts, plan, cfg)
     reason = drop_reasons(q, plan.kind, cfg)
     keep = reason < 0
     with _quiet_nan_warnings():
-        values = normalise_windows(windows[keep], cfg.normalize).astype(np.float32)
-    t0 = seg.start_frame / seg.frame_fs + chunk.frame0 / seg.frame_fs
+        values = normalise_windows(z[starts[keep, None] + np.arange(plan.window)[None, :]],
+                                   cfg.normalize).astype(np.float32)
+    t0 = (seg.start_frame + chunk.frame0) / seg.frame_fs
     result = ChannelResult(
         starts_s=t0 + starts[keep] / plan.fs_out, values=values,
         quality={k: v[keep].astype(np.float32) for k, v in q.items()},
         reasons=Counter(DROP_REASONS[r] for r in reason[~keep]))
     if want_beats and peaks is not None:
-        result.beats = _chunk_beats(x, z, peaks, plan, chunk, seg, cfg)
+        native = peaks_to_native(peaks, plan.fs_out, x, plan.fs_in)
+        result.beats = _chunk_beats(x, z, native, plan, chunk, seg, cfg)
     return result
 
 
 def _chunk_beats(x, z, peaks, plan: ChannelPlan, chunk: Chunk, seg: Segment,
-                 cfg: WindowWaveforms) -> tuple[np.ndarray, np.ndarray]:
-    """Beats with their R peak in the chunk's core; peaks returned on the record's native
-    sample line (segment offset included)."""
+                 cfg: WindowWaveforms) -> tuple[np.ndarray, np.ndarray, float]:
+    """Beats with their R peak in the chunk's core: values, peaks on the record's native
+    sample line (segment offset included) and the beats' actual sampling rate."""
     spf = seg.samps_per_frame[plan.index]
     core = ((chunk.core_start - chunk.frame0) * spf, (chunk.core_stop - chunk.frame0) * spf)
     peaks = peaks[(peaks >= core[0]) & (peaks < core[1])]
-    if abs(cfg.beat_fs - plan.fs_out) < 1e-6:
-        filtered, fs = z, plan.fs_out
+    up, down = rational_ratio(plan.fs_in, cfg.beat_fs)
+    fs = plan.fs_in * up / down
+    if abs(fs - plan.fs_out) < 1e-9:
+        filtered = z  # the windows' filtered signal is already at the beats' rate
     else:
         band = tuple(cfg.bands.get("ecg", (None, None)))
         xf = filtfilt_runs(bridge_short_gaps(x, int(cfg.bridge_gap_s * plan.fs_in)),
                            filter_sos(plan.fs_in, band, None))
-        filtered, fs = resample_runs(xf, plan.fs_in, cfg.beat_fs), cfg.beat_fs
+        filtered = resample_runs(xf, plan.fs_in, fs)
     values, kept = cut_beats(filtered, fs, peaks, plan.fs_in, cfg.beat_before_s,
                              cfg.beat_after_s, cfg.normalize)
-    return values, kept + (seg.start_frame + chunk.frame0) * spf
+    return values, kept + (seg.start_frame + chunk.frame0) * spf, fs
 
 
 @contextmanager
@@ -383,7 +400,7 @@ def _process_segment(job: RecordJob, seg: Segment, writer, beat_writer, referenc
             if res.beats is not None and len(res.beats[1]):
                 report.beats += len(res.beats[1])
                 beat_writer.write_table(_beat_table(job, plan.canonical, *res.beats,
-                                                    cfg.beat_fs, reference, plan.fs_in))
+                                                    reference, plan.fs_in))
         for _, table in sorted(tables, key=lambda t: t[0]):
             writer.write_table(table)
 
