@@ -15,7 +15,9 @@ from prefect import flow, get_run_logger
 
 from flows import pipeline, policy, report
 from flows.report import BLOCKED, FAILED, HELD, MISSING, NOT_OK, RAN, SKIPPED, StageOutcome
+from medae.config import load_params
 from medae.errors import ConfigError, UsageError
+from medae.stages import registry
 from tasks.stages import reproduce_stage, training_decision
 
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -69,9 +71,6 @@ def make_plan(params: Any, selected: list[str] | None, force: bool,
 
 def run_group(plan: dict[str, Any], group: str, done: dict[str, str]) -> list[dict[str, Any]]:
     """Run the group's selected stages in DVC order; returns their outcomes as dicts."""
-    from medae.config import load_params
-    from medae.stages import registry
-
     params = load_params(Path(plan["root"]) / "params.yaml", plan["overrides"])
     registered = registry()
     statuses = dict(done)

@@ -21,6 +21,7 @@ from flows.lock import refresh_lock
 from flows.policy import TRAINING_STAGES
 from medae.config import load_params
 from medae.errors import MedaeError, UsageError
+from medae.io import write_text_atomic
 from tasks.stages import publish_report, push
 
 # Sections the flow itself reads; `medae refresh --set` on them reaches the flow run.
@@ -86,8 +87,6 @@ def summarise(params: Any, plan: dict[str, Any], outcomes: list[dict[str, Any]],
         [report.StageOutcome(**o) for o in outcomes], context, ok=ok, started=started,
         seconds=seconds, pushed=pushed)
     report_path = params.path(params.refresh.report)
-    from medae.io import write_text_atomic
-
     write_text_atomic(report_path, markdown)
     publish_report(markdown)
     get_run_logger().info("refresh %s in %.1fs; report: %s",

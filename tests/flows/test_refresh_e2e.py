@@ -51,6 +51,17 @@ def test_first_refresh_runs_every_stage_and_pushes(refreshed):
     assert summary["models"]["models/ehr.json"]["champion"] is True
 
 
+def test_run_report_is_a_prefect_artifact(refreshed):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["medae-refresh"])))
+    assert artifacts and all(a.type == "markdown" for a in artifacts)
+    assert any("| export_latents | ran |" in a.data for a in artifacts)
+
+
 @pytest.mark.parametrize("modality", ["ehr", "waveforms"])
 def test_latents_follow_the_contract_with_one_row_per_window(refreshed, modality):
     project, params, summary, _ = refreshed
