@@ -185,7 +185,7 @@ def test_chunk_size_does_not_change_results(physionet, tmp_path):
     for channel in ("ecg_mcl1", "abp", "resp"):
         va, vb = (np.stack(d.filter(pl.col("channel") == channel)["values"].to_numpy())
                   for d in (a, b))
-        assert np.max(np.abs(va - vb)) < 0.05, channel
+        assert np.max(np.abs(va - vb)) < 1e-3, channel
 
 
 def test_incremental_rerun_skips_unchanged_records(physionet, tmp_path, make_wf_params):
