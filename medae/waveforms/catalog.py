@@ -133,7 +133,7 @@ def _base_datetime(header) -> tuple[dt.datetime | None, str | None]:
     return dt.datetime.combine(date, time), time_text
 
 
-def _channels(header, segments) -> tuple[list[str], list[float]]:
+def _channels(header, layout, segments) -> tuple[list[str], list[float]]:
     """Channel names and native rates: the record's own, or for a multi-segment record the
     layout header's followed by any other channel a readable segment has."""
     names: list[str] = []
@@ -141,7 +141,6 @@ def _channels(header, segments) -> tuple[list[str], list[float]]:
     if getattr(header, "seg_name", None) is None:
         spf = header.samps_per_frame or [1] * int(header.n_sig or 0)
         return list(header.sig_name or []), [float(header.fs) * int(s or 1) for s in spf]
-    layout = getattr(header, "_layout", None)
     if layout is not None:
         for name, spf in zip(layout.sig_name or [], layout.samps_per_frame or [], strict=False):
             names.append(name)
@@ -183,8 +182,7 @@ def describe_record(path: Path, source: Path, pattern: str) -> dict[str, Any]:
     """One catalog row for the record whose header is ``<path>.hea`` (raises DataError)."""
     header, repair = read_header(path)
     readable, skipped = layout_segments(header, path, repair is not None)
-    header._layout = _layout_header(header, path)  # noqa: SLF001 - read by _channels only
-    names, rates = _channels(header, readable)
+    names, rates = _channels(header, _layout_header(header, path), readable)
     multi = getattr(header, "seg_name", None) is not None
     segments = sorted(
         [{"name": s.name, "start_frame": s.start_frame, "n_frames": s.n_frames,
