@@ -31,6 +31,7 @@ from medae.synth.cohort import as_arrays, heart_rate_mean, latent_at
 from medae.synth.items import VITALS
 from medae.synth.wfdb_write import (
     SignalSpec,
+    annotation_bytes,
     encode_frames,
     layout_header,
     master_header,
@@ -321,16 +322,12 @@ def write_numerics(folder: Path, plan: RecordPlan, stays: dict[str, np.ndarray],
 def write_beat_annotations(folder: Path, plan: RecordPlan, beats: np.ndarray) -> int:
     """Reference R peaks as ``<record>.atr`` (symbol ``N``, 125 Hz frame numbers), as the
     PhysioNet databases ship them; beats inside ~ gaps are left out. Returns the beat count."""
-    import wfdb
-
     frames = np.round(beats * FRAME_FS).astype(np.int64)
     inside = np.zeros(len(frames), dtype=bool)
     for start, n, _ in plan.segments:
         inside |= (frames >= start) & (frames < start + n)
     frames = np.unique(frames[inside])
-    if len(frames):
-        wfdb.wrann(plan.name, "atr", frames, symbol=["N"] * len(frames), fs=FRAME_FS,
-                   write_dir=str(folder))
+    (folder / f"{plan.name}.atr").write_bytes(annotation_bytes(frames, FRAME_FS))
     return len(frames)
 
 
