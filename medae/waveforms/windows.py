@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError
-from medae.io import atomic_path, write_json_atomic
+from medae.io import atomic_path, ensure_dir, write_json_atomic
 from medae.waveforms.beats import (
     beat_quality,
     cut_beats,
@@ -499,9 +499,9 @@ def run(params) -> dict[str, Any]:
         raise DataError(f"{catalog_file}: waveform catalog not found; run catalog_waveforms")
     catalog = pl.read_parquet(catalog_file)
     out, report_file = params.path(cfg.out), params.path(cfg.report)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     if cfg.beats:
-        params.path(cfg.beats_out).mkdir(parents=True, exist_ok=True)
+        ensure_dir(params.path(cfg.beats_out))
     old_prints = _read_json(out / FINGERPRINTS)
     old_report = _read_json(report_file).get("records", {})
     stays = _stays_by_subject(load_stays_or_none(params))
