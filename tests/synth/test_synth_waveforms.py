@@ -179,3 +179,12 @@ def test_same_seed_gives_identical_waveform_bytes(tmp_path):
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_annotation_bytes_equal_wfdb_wrann(tmp_path):
+    from medae.synth.wfdb_write import annotation_bytes
+
+    samples = np.array([3, 100, 1500, 1600, 40_000, 40_100])  # includes SKIPs (> 1023)
+    wfdb.wrann("ref", "atr", samples, symbol=["N"] * len(samples), fs=125,
+               write_dir=str(tmp_path))
+    assert annotation_bytes(samples, 125) == (tmp_path / "ref.atr").read_bytes()
