@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -37,8 +38,16 @@ STAGES = ("ingest_ehr", "clean_ehr", "featurize_ehr")
 
 # ------------------------------------------------------------------------------ measuring
 
-def measure(cmd: list[str], log_path: Path) -> tuple[float, float]:
-    """Run ``cmd``; return (wall seconds, peak RSS in MB summed over its process tree)."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(cmd: list[str], log_path: Path) -> tuple[float, float, float]:
+    """Run ``cmd``; return (wall seconds, peak RSS in MB summed over its process tree, CPU
+    seconds of the tree). CPU time hardly depends on how busy the shared machine is, wall
+    time does: compare both."""
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     with open(log_path, "ab") as log:
         proc = psutil.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -54,7 +63,7 @@ def measure(cmd: list[str], log_path: Path) -> tuple[float, float]:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log_path}")
-    return wall, peak / 2**20
+    return wall, peak / 2**20, _children_cpu() - cpu0
 
 
 # ------------------------------------------------------------------------------ data
@@ -172,42 +181,50 @@ def bench_point(rows: int, args: argparse.Namespace) -> dict:
     stage_times = {}
     for stage in STAGES:
         stage_times[stage] = measure(medae_cmd(stage, source, work, shards, args.workers), log)
-        print(f"  medae {stage}: {stage_times[stage][0]:.1f} s, {stage_times[stage][1]:.0f} MB",
-              flush=True)
-    result["medae"] = {s: {"wall_s": round(w, 2), "peak_rss_mb": round(m)}
-                       for s, (w, m) in stage_times.items()}
-    result["medae_total_s"] = round(sum(w for w, _ in stage_times.values()), 2)
-    result["medae_peak_rss_mb"] = round(max(m for _, m in stage_times.values()))
+        print(f"  medae {stage}: {stage_times[stage][0]:.1f} s, {stage_times[stage][1]:.0f} MB, "
+              f"{stage_times[stage][2]:.1f} CPU s", flush=True)
+    result["medae"] = {s: {"wall_s": round(w, 2), "peak_rss_mb": round(m), "cpu_s": round(c, 2)}
+                       for s, (w, m, c) in stage_times.items()}
+    result["medae_total_s"] = round(sum(w for w, _, _ in stage_times.values()), 2)
+    result["medae_cpu_s"] = round(sum(c for _, _, c in stage_times.values()), 2)
+    result["medae_peak_rss_mb"] = round(max(m for _, m, _ in stage_times.values()))
     rerun = [measure(medae_cmd(s, source, work, shards, args.workers), log) for s in STAGES]
-    result["medae_noop_rerun_s"] = round(sum(w for w, _ in rerun), 2)
+    result["medae_noop_rerun_s"] = round(sum(w for w, _, _ in rerun), 2)
+    result["medae_noop_rerun_cpu_s"] = round(sum(c for _, _, c in rerun), 2)
     print(f"  medae no-change re-run: {result['medae_noop_rerun_s']:.1f} s", flush=True)
-    wall, mb = measure([*me, "--floor", str(source), str(work / "floor")], log)
-    result["floor"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(mb)}
-    print(f"  polars floor: {wall:.1f} s, {mb:.0f} MB", flush=True)
+    wall, mb, cpu = measure([*me, "--floor", str(source), str(work / "floor")], log)
+    result["floor"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(mb), "cpu_s": round(cpu, 2)}
+    print(f"  polars floor: {wall:.1f} s, {mb:.0f} MB, {cpu:.1f} CPU s", flush=True)
     if not args.skip_pandas:
-        wall, mb = measure([*me, "--pandas-baseline", str(source), str(work / "pandas")], log)
-        result["pandas"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(mb)}
-        print(f"  pandas baseline: {wall:.1f} s, {mb:.0f} MB", flush=True)
+        wall, mb, cpu = measure([*me, "--pandas-baseline", str(source), str(work / "pandas")],
+                                log)
+        result["pandas"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(mb),
+                            "cpu_s": round(cpu, 2)}
+        print(f"  pandas baseline: {wall:.1f} s, {mb:.0f} MB, {cpu:.1f} CPU s", flush=True)
+    result["load_after"] = os.getloadavg()[0]
     return result
 
 
 def print_table(results: list[dict]) -> None:
-    print("\n| chartevents rows | shards | load | medae s (ingest/clean/featurize) | medae peak MB "
-          "| no-change re-run s | floor s | floor MB | pandas s | pandas MB | pandas/medae "
-          "| medae/floor |")
-    print("|---" * 12 + "|")
+    print("\n| chartevents rows | shards | load | medae wall s (ingest/clean/featurize) "
+          "| medae CPU s | medae peak MB | no-change re-run s | floor wall s | floor CPU s "
+          "| floor MB | pandas wall s | pandas CPU s | pandas MB | pandas/medae wall (CPU) "
+          "| medae/floor wall (CPU) |")
+    print("|---" * 15 + "|")
     for r in results:
-        m = r["medae"]
+        m, f, p = r["medae"], r["floor"], r.get("pandas")
         stages = "/".join(f"{m[s]['wall_s']:.1f}" for s in STAGES)
-        pandas = r.get("pandas", {})
-        speedup = (f"{pandas['wall_s'] / r['medae_total_s']:.1f}x" if pandas else "n/a")
         noop = r["medae_noop_rerun_s"] / r["medae_total_s"]
-        print(f"| {r['chartevents_rows']:,} | {r['shards']} | {r['load']:.1f} "
-              f"| {r['medae_total_s']:.1f} ({stages}) | {r['medae_peak_rss_mb']} "
-              f"| {r['medae_noop_rerun_s']:.1f} ({noop:.0%})"
-              f" | {r['floor']['wall_s']:.1f} | {r['floor']['peak_rss_mb']} "
-              f"| {pandas.get('wall_s', 'n/a')} | {pandas.get('peak_rss_mb', 'n/a')} | {speedup} "
-              f"| {r['medae_total_s'] / r['floor']['wall_s']:.1f}x |")
+        vs_pandas = (f"{p['wall_s'] / r['medae_total_s']:.1f}x "
+                     f"({p['cpu_s'] / r['medae_cpu_s']:.1f}x)" if p else "n/a")
+        load = f"{r['load']:.1f}-{r['load_after']:.1f}"
+        print(f"| {r['chartevents_rows']:,} | {r['shards']} | {load} "
+              f"| {r['medae_total_s']:.1f} ({stages}) | {r['medae_cpu_s']:.1f} "
+              f"| {r['medae_peak_rss_mb']} | {r['medae_noop_rerun_s']:.1f} ({noop:.0%}) "
+              f"| {f['wall_s']:.1f} | {f['cpu_s']:.1f} | {f['peak_rss_mb']} "
+              f"| {p['wall_s'] if p else 'n/a'} | {p['cpu_s'] if p else 'n/a'} "
+              f"| {p['peak_rss_mb'] if p else 'n/a'} | {vs_pandas} "
+              f"| {r['medae_total_s'] / f['wall_s']:.1f}x ({r['medae_cpu_s'] / f['cpu_s']:.1f}x) |")
     if len(results) >= 2:
         small, large = results[0], results[-1]
         print(f"\npeak RSS {large['chartevents_rows']:,} / {small['chartevents_rows']:,} rows: "

@@ -27,10 +27,9 @@ from medae.ehr.events import (
     RAW_PREFIX,
     apply_dictionary,
     assign_stays,
-    deduplicate,
+    sort_and_flag_duplicates,
     source_events,
     structural_events,
-    to_meds,
 )
 from medae.ehr.meds import assign_splits, code_metadata, write_dataset_json, write_parquet_atomic
 from medae.ehr.shards import digest, files_digest, load_fingerprints, save_fingerprints, shard_name
@@ -63,13 +62,17 @@ def clean_shard(item: dict[str, Any]) -> dict[str, Any]:
     flagged = apply_dictionary(events, dictionary).select(KEEP_COLUMNS)
     removed = (pl.col("f_outlier") | pl.col("f_unknown_unit") | pl.col("f_no_time")
                | pl.col("f_error"))
-    unique = deduplicate(assign_stays(flagged.filter(~removed), stays))
+    carried = [*MEDS_SCHEMA.names(), "table", "var", "f_outside_stay"]
+    source_rows = assign_stays(flagged.filter(~removed), stays).select(carried)
     structural = structural_events(_scan(raw, "patients", shard),
-                                   _scan(raw, "admissions", shard), stays)
-    typed = [pl.col(n).cast(t) for n, t in MEDS_SCHEMA.items()]
-    meds_plan = to_meds(pl.concat([unique.select(typed), structural.select(typed)]))
-    # One plan: the flagged events are computed once and feed both the counts and the store.
-    counts, meds = pl.collect_all([count_flags(flagged, unique), meds_plan])
+                                   _scan(raw, "admissions", shard), stays).with_columns(
+        table=pl.lit(None, pl.String), var=pl.lit(None, pl.String), f_outside_stay=False)
+    ordered = sort_and_flag_duplicates(pl.concat([source_rows, structural.select(carried)],
+                                                 how="vertical_relaxed"))
+    counts_plan = count_flags(flagged, ordered.filter(pl.col("table").is_not_null()))
+    meds_plan = ordered.filter(~pl.col("f_duplicate")).select(MEDS_SCHEMA.names())
+    # One plan: flagged and sorted events are computed once for the counts and the store.
+    counts, meds = pl.collect_all([counts_plan, meds_plan])
     target = out / "data" / f"{shard_name(shard)}.parquet"
     with atomic_path(target) as tmp:
         meds.write_parquet(tmp)

@@ -23,21 +23,22 @@ FLAG_OF = {"unit_converted": "f_converted", "removed_outlier": "f_outlier",
            "removed_error": "f_error", "clipped": "f_clipped", "text_only": "f_text_only"}
 
 
-def count_flags(flagged: pl.LazyFrame, unique: pl.LazyFrame) -> pl.LazyFrame:
+def count_flags(flagged: pl.LazyFrame, kept: pl.LazyFrame) -> pl.LazyFrame:
     """Per (table, variable) counts for one shard; ``variable`` is null for raw codes.
 
-    ``flagged`` holds every source row with its ``f_*`` flags, ``unique`` the rows that passed
-    the removals, deduplicated, with ``n_copies`` and ``f_outside_stay``.
+    ``flagged`` holds every source row with its ``f_*`` flags, ``kept`` the rows that passed
+    the removals with ``f_duplicate`` and ``f_outside_stay``.
     """
     keys = ["table", "var"]
     seen = flagged.group_by(*keys).agg(
         pl.len().alias("rows_seen"),
         *[pl.col(flag).sum().alias(name) for name, flag in FLAG_OF.items()],
     )
-    after = unique.group_by(*keys).agg(
-        (pl.col("n_copies") - 1).sum().alias("duplicates"),
-        pl.col("f_outside_stay").sum().alias("outside_stay"),
-        pl.len().alias("rows_written"),
+    written = ~pl.col("f_duplicate")
+    after = kept.group_by(*keys).agg(
+        pl.col("f_duplicate").sum().alias("duplicates"),
+        (pl.col("f_outside_stay") & written).sum().alias("outside_stay"),
+        written.sum().alias("rows_written"),
     )
     table = seen.join(after, on=keys, how="left", nulls_equal=True).fill_null(0)
     return table.select(*keys, *[pl.col(c).cast(pl.Int64) for c in COUNTS]).sort(

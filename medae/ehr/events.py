@@ -2,7 +2,8 @@
 
 The clean stage chains them per shard: :func:`source_events` (one frame for labs, charts and
 outputs), :func:`apply_dictionary` (codes, units, ranges, text values; flags what it removes),
-:func:`assign_stays`, :func:`deduplicate`, then :func:`to_meds`. Flags stay as boolean
+:func:`assign_stays`, then :func:`sort_and_flag_duplicates` (with
+:func:`structural_events`). Flags stay as boolean
 columns until the end so the data-quality report counts exactly what was filtered.
 """
 
@@ -168,31 +169,27 @@ def assign_stays(events: pl.LazyFrame, stays: pl.LazyFrame) -> pl.LazyFrame:
     return lf.drop("_stay", "_hadm", "intime", "outtime")  # in time order: to_meds sorts
 
 
-def deduplicate(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Collapse identical MEDS rows to one, counting the copies in ``n_copies``.
+def sort_and_flag_duplicates(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Type the MEDS columns, sort in MEDS order (static rows first, ties broken by source
+    table) and flag ``f_duplicate`` on every row identical to the one before it.
 
-    ``table``, ``var`` and ``f_outside_stay`` are the same for identical rows except when
-    two tables hold the same event; the row is then credited to the first table by name.
+    Sorting is needed for the store anyway; once sorted, duplicates are neighbours and cost
+    one comparison each instead of a hash of every row.
 
-    >>> ev = pl.LazyFrame({"subject_id": [1, 1, 1], "time": [1, 1, 2], "code": ["A"] * 3,
+    >>> ev = pl.LazyFrame({"subject_id": [1, 1, 1], "time": [2, 1, 1], "code": ["A"] * 3,
     ...     "numeric_value": [1.0] * 3, "text_value": [None] * 3, "hadm_id": [None] * 3,
-    ...     "stay_id": [None] * 3, "table": ["labevents"] * 3, "var": ["A"] * 3,
-    ...     "f_outside_stay": [True] * 3})
-    >>> deduplicate(ev).sort("time").collect()["n_copies"].to_list()
-    [2, 1]
+    ...     "stay_id": [None] * 3, "table": ["labevents"] * 3},
+    ...     schema_overrides={"time": pl.Datetime("us"), "text_value": pl.String,
+    ...     "hadm_id": pl.Int64, "stay_id": pl.Int64})
+    >>> sort_and_flag_duplicates(ev).collect()["f_duplicate"].to_list()
+    [False, True, False]
     """
-    return events.group_by(MEDS_SCHEMA.names()).agg(
-        pl.len().alias("n_copies"), pl.col("table").min(), pl.col("var").first(),
-        pl.col("f_outside_stay").first(),
-    )
-
-
-def to_meds(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Select and type the MEDS columns, sorted by subject, time (static rows first), code."""
-    return events.select(
-        [pl.col(name).cast(dtype) for name, dtype in MEDS_SCHEMA.items()]
-    ).sort(["subject_id", "time", "code", "numeric_value", "text_value", "hadm_id", "stay_id"],
-           nulls_last=False)
+    names = MEDS_SCHEMA.names()
+    ordered = events.with_columns(
+        [pl.col(n).cast(t) for n, t in MEDS_SCHEMA.items()]
+    ).sort([*names, "table"], nulls_last=False)
+    repeat = pl.all_horizontal([pl.col(n).eq_missing(pl.col(n).shift(1)) for n in names])
+    return ordered.with_columns(f_duplicate=repeat.fill_null(False))
 
 
 def structural_events(patients: pl.LazyFrame, admissions: pl.LazyFrame,

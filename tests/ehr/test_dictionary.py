@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from medae.ehr.dictionary import load_dictionary, normalize_unit
-from medae.ehr.events import apply_dictionary, assign_stays, deduplicate
+from medae.ehr.events import apply_dictionary, assign_stays, sort_and_flag_duplicates
 from medae.errors import ConfigError
 
 
@@ -123,5 +123,6 @@ def test_duplicates_collapse_to_one_row():
                                  "stay_id": pl.Int64, "intime": pl.Datetime("us"),
                                  "outtime": pl.Datetime("us")})
     mapped = apply_dictionary(_events(rows), load_dictionary())
-    out = deduplicate(assign_stays(mapped, stays)).sort("numeric_value").collect()
-    assert out.select("numeric_value", "n_copies").rows() == [(80.0, 3), (81.0, 1)]
+    out = sort_and_flag_duplicates(assign_stays(mapped, stays)).collect()
+    assert out.select("numeric_value", "f_duplicate").rows() == [
+        (80.0, False), (80.0, True), (80.0, True), (81.0, False)]
