@@ -85,9 +85,9 @@ def apply_dictionary(events: pl.LazyFrame, dictionary: Dictionary) -> pl.LazyFra
     ('VITAL//HEART_RATE', 350.0, True)
     ('CHART//99//UNK', None, False)
     """
-    items = itemid_frame(dictionary).lazy()
+    # itemid -> variable and its rules in one small table: one join per event row, not two.
+    items = itemid_frame(dictionary).join(rule_frame(dictionary), on="code").lazy()
     units = unit_frame(dictionary).lazy()
-    rules = rule_frame(dictionary).lazy()
     lf = events.join(items, on="itemid", how="left", maintain_order="left").rename({"code": "var"})
     parsed = pl.col("value").str.extract(COMPARISON, 1).cast(pl.Float64, strict=False)
     num_in = pl.coalesce(pl.col("valuenum"),
@@ -101,8 +101,7 @@ def apply_dictionary(events: pl.LazyFrame, dictionary: Dictionary) -> pl.LazyFra
         pl.coalesce(pl.col("implied_unit"), pl.col("unit_in")).alias("unit_norm"),
     )
     lf = lf.join(units, left_on=["var", "unit_norm"], right_on=["code", "unit_norm"],
-                 how="left", maintain_order="left").join(
-        rules, left_on="var", right_on="code", how="left", maintain_order="left")
+                 how="left", maintain_order="left")
     mapped_num = pl.col("var").is_not_null() & pl.col("num_in").is_not_null()
     unit_known = pl.col("unit_norm").is_null() | pl.col("scale").is_not_null()
     scaled = pl.col("num_in") * pl.col("scale").fill_null(1.0) + pl.col("offset").fill_null(0.0)
