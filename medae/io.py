@@ -4,16 +4,26 @@ half-written file and readers always see either the old or the new version.
 Published files and the folders these helpers create are owner-only by default (0o600 / 0o700:
 outputs are patient data). ``MEDAE_FILE_MODE`` / ``MEDAE_DIR_MODE`` (octal, e.g. ``640`` /
 ``750``) widen that for a trusted group. Existing folders are never re-moded.
+
+Temporary files are not written inside the target's folder but in a hidden sibling folder
+(``data/features/.waveform_windows.medae-tmp/``): Polars globs (``dir/*.parquet``) and folder
+scans read hidden files, so an in-progress or -- after a SIGKILL -- stale temporary inside the
+folder would be read by consumers or break them. Temporary names carry the writer's host and
+process id, and the first write of a process into a folder sweeps the temporaries of writers
+on this host that are no longer alive.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +87,90 @@ def apply_output_modes(path: str | os.PathLike[str]) -> None:
             os.chmod(os.path.join(folder, name), file_mode)
 
 
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+# .<target name>.<host>.<pid>.<random>.tmp[<suffix>]  (mkstemp/mkdtemp add the random part)
+_TEMP_NAME = re.compile(r"^\..+\.([0-9a-f]{8})\.(\d+)\.[a-z0-9_]+\.tmp")
+_swept: set[str] = set()
+
+
+def _writer_tag() -> str:
+    return f"{_HOST}.{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporaries in ``folder`` left by dead writers on this host; returns them.
+
+    Writers on other hosts (a Dask cluster on a shared file system) are never touched: their
+    process ids mean nothing here.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if not match or match.group(1) != _HOST or _alive(int(match.group(2))):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    key = str(folder.resolve())
+    if key not in _swept:  # once per folder and process: folders can hold 10^5 files
+        sweep_stale_temporaries(folder)
+        _swept.add(key)
+
+
+def temporaries_folder(folder: Path) -> Path:
+    """Where temporaries of files in ``folder`` are written: ``<parent>/.<name>.medae-tmp``,
+    or ``folder`` itself when the parent is another file system (rename needs the same one)
+    or not writable."""
+    parent = folder.parent
+    try:
+        if parent == folder or os.stat(parent).st_dev != os.stat(folder).st_dev:
+            return folder
+        return ensure_dir(parent / f".{folder.name}.medae-tmp")
+    except OSError:
+        return folder
+
+
+def _release(where: Path, folder: Path) -> None:
+    """Remove an empty temporaries folder (another writer's file keeps it)."""
+    if where != folder:
+        with suppress(OSError):
+            where.rmdir()
+
+
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     ensure_dir(path.parent)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    for _ in range(5):  # a concurrent writer may remove the empty folder between two calls
+        where = temporaries_folder(path.parent)
+        _sweep_once(where)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}",
+                                        suffix=f".tmp{suffix}", dir=where)
+            break
+        except FileNotFoundError:
+            continue
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}",
+                                    suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     return Path(name)
 
@@ -104,6 +195,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        _release(tmp.parent, target.parent)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -130,7 +223,9 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     if old.exists() and not target.exists():
         os.replace(old, target)  # a previous swap was interrupted between its two renames
     shutil.rmtree(old, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _sweep_once(target.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_writer_tag()}", suffix=".tmp",
+                                    dir=target.parent))
     try:
         yield staging
         apply_output_modes(staging)

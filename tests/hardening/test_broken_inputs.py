@@ -23,11 +23,11 @@ import polars as pl
 import pytest
 
 from tests.hardening import corpus, harness
+from tests.hardening.conftest import available
 from tests.hardening.corpus import ERROR, INGESTED, QUARANTINED, Case
 
 PHYSIONET_FOR_IDS = Path("physionet")  # only used to build the ids below (no file access)
 CASES = corpus.all_cases(PHYSIONET_FOR_IDS)
-ALL_STAGES = ("ingest_ehr", "clean_ehr", "catalog_waveforms", "window_waveforms")
 
 
 @dataclass
@@ -40,26 +40,12 @@ class Outcome:
     unreadable: list[str]
 
 
-def _available(stages) -> tuple[str, ...]:
-    return tuple(s for s in stages if not harness.missing_stages((s,)))
-
-
-@pytest.fixture(scope="session")
-def valid_project(tmp_path_factory, mimic_demo, physionet) -> Path:
-    """The valid project with every available stage run once: the 'previous outputs'."""
-    project = corpus.build_valid_project(tmp_path_factory.mktemp("valid") / "project",
-                                         mimic_demo, physionet)
-    for run in harness.run_chain(project, _available(ALL_STAGES)):
-        assert run.returncode == 0, f"valid data failed in {run.stage}: {run.stderr[-2000:]}"
-    return project
-
-
 def _run_project(valid: Path, dest: Path, cases: list[Case]) -> Outcome:
     shutil.copytree(valid, dest, symlinks=True)
     for case in cases:
         case.build(dest)
     before = harness.snapshot(dest)
-    runs = harness.run_chain(dest, _available(cases[0].stages))
+    runs = harness.run_chain(dest, available(cases[0].stages))
     return Outcome(dest, runs, before, harness.snapshot(dest), harness.leftovers(dest),
                    harness.unreadable_parquet(dest))
 

@@ -4,7 +4,6 @@ through the real export writer (a tiny linear encoder stands in for an MLflow ch
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import stat
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from medae.config import load_params
 from medae.errors import ConfigError, DataError
-from medae.export.latents import Modality, ModelRef, export_modality
+from medae.export.latents import Modality, ModelRef, export_modality, read_manifest
 from medae.privacy import create_key_file, is_encrypted, pseudonym_of, read_table
 from medae.privacy.protection import Protection
 from medae.training.encode import ehr_inputs
@@ -65,7 +64,7 @@ def test_pseudonymised_encrypted_export_round_trip(tmp_path):
                             batch_rows=2, protection=protection)
     part = out / "part_0000.parquet"
     assert is_encrypted(part) and first["rows"] == 3 and first["files_encoded"] == 1
-    manifest = json.loads((out / "_manifest.json").read_text())
+    manifest = read_manifest(out)
     assert manifest["pseudonymised"] is True and manifest["encrypted"] is True
     assert manifest["schema"]["subject_id"] == "Int64" and manifest["latent_columns"] == [
         "z_00", "z_01", "z_02"]
@@ -97,7 +96,7 @@ def test_plain_export_is_unchanged_by_the_privacy_hook(tmp_path):
     export_modality(modality, LinearEncoder(), REF, out, params_hash="h", batch_rows=8)
     table = pl.read_parquet(out / "part_0000.parquet")
     assert table["subject_id"].to_list() == [10000032, 10000032, 10001217]
-    assert json.loads((out / "_manifest.json").read_text())["pseudonymised"] is False
+    assert read_manifest(out)["pseudonymised"] is False
 
 
 def test_protection_from_params_refuses_without_keys(tmp_path, monkeypatch):

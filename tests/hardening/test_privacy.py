@@ -216,3 +216,35 @@ def test_output_modes_are_configurable(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDAE_FILE_MODE", "rw-r--r--")
     with pytest.raises(ConfigError, match="MEDAE_FILE_MODE='rw-r--r--': expected an octal"):
         write_json_atomic(tmp_path / "x.json", {})
+
+
+# --- temporaries of killed writers ------------------------------------------------------------
+
+def test_a_killed_writer_leaves_the_folder_readable_and_is_swept(tmp_path):
+    """SIGKILL inside atomic_path: the temporary is outside the target folder (Polars globs
+    and folder scans read hidden files), and the next write removes it -- never a live
+    writer's."""
+    import signal
+    import subprocess
+    import sys
+
+    import polars as pl
+
+    folder = tmp_path / "latents"
+    folder.mkdir()
+    pl.DataFrame({"a": [1]}).write_parquet(folder / "part_0000.parquet")
+    code = ("import os, signal, sys; from medae.io import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'PAR1 half written')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(folder / "part_0001.parquet")])
+    assert res.returncode == -signal.SIGKILL
+    assert [p.name for p in folder.iterdir()] == ["part_0000.parquet"]
+    assert pl.scan_parquet(folder / "*.parquet").collect().height == 1
+    assert pl.scan_parquet(folder).collect().height == 1
+    stale = list((tmp_path / ".latents.medae-tmp").iterdir())
+    assert len(stale) == 1 and stale[0].name.startswith(".part_0001.parquet.")
+    with atomic_path(folder / "part_0002.parquet") as tmp:
+        pl.DataFrame({"a": [2]}).write_parquet(tmp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latents"]  # swept and released
+    assert pl.scan_parquet(folder / "*.parquet").collect()["a"].sort().to_list() == [1, 2]
