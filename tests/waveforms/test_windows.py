@@ -100,6 +100,10 @@ def test_multi_rate_record_keeps_native_rates(physionet, tmp_path):
     assert rates == {"ecg_mcl1": 500.0, "abp": 125.0, "resp": 125.0}
     lengths = dict(df.select("channel", pl.col("values").list.len()).unique().rows())
     assert lengths == {"ecg_mcl1": 5000, "abp": 1250, "resp": 1250}
+    process_record(job_for(physionet, tmp_path, "mimic3wdb/mixedsignals", cfg))
+    native = dict(pl.read_parquet(tmp_path / "w.parquet").select("channel", "fs").unique().rows())
+    assert native == pytest.approx({"ecg_ii": 249.89, "ecg_iii": 249.89, "ecg_v": 249.89,
+                                    "abp": 124.945, "ppg": 124.945})  # resp: all clipped
     # Resampled: configured 125 Hz for the 249.89 Hz ECG of mixedsignals is reached as the
     # nearest small ratio (1/2), and the true rate is what fs reports.
     process_record(job_for(physionet, tmp_path, "mimic3wdb/mixedsignals",
