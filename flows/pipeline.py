@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -91,12 +92,21 @@ def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b")
+
+
 def _last_error_line(output: str) -> str:
-    """The most telling line: the stage's own ``error:`` line, else DVC's ``ERROR:``."""
+    r"""The most telling line: the stage's own ``error:`` line, else the last exception line
+    of a traceback, else DVC's ``ERROR:`` line.
+
+    >>> _last_error_line("Traceback ...\nValueError: bad\nERROR: failed to reproduce 'x'")
+    'ValueError: bad'
+    """
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     own = [ln for ln in lines if ln.startswith("error:")]
+    raised = [ln for ln in lines if EXCEPTION_LINE.match(ln)]
     dvc = [ln for ln in lines if ln.startswith("ERROR:")]
-    return (own or dvc or lines or ["no output"])[-1]
+    return (own or raised or dvc or lines or ["no output"])[-1]
 
 
 def reproduce(root: Path, stage: str, force: bool = False) -> bool:
@@ -111,6 +121,8 @@ def reproduce(root: Path, stage: str, force: bool = False) -> bool:
         if line.strip():
             log.debug("%s | %s", stage, line)
     if proc.returncode != 0:
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        log.warning("%s failed; last lines of its output:\n%s", stage, tail)
         transient = any(m in output.lower() for m in TRANSIENT_MARKERS)
         raise StageFailed(stage, _last_error_line(output), transient=transient)
     return f"Running stage '{stage}'" in output
@@ -119,11 +131,15 @@ def reproduce(root: Path, stage: str, force: bool = False) -> bool:
 def stale_stages(root: Path) -> set[str]:
     """Stages DVC would run now (changed deps, params or outs; never run): one ``dvc status``
     for the whole pipeline, so unchanged stages cost no ``dvc repro`` process."""
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
-        # keys are addressed relative to the current folder ("../proj/dvc.yaml:stage")
-        return {key.rpartition(":")[2] for key in repo.status()}
+    try:
+        with Repo(str(root)) as repo:
+            # keys are addressed relative to the current folder ("../proj/dvc.yaml:stage")
+            return {key.rpartition(":")[2] for key in repo.status()}
+    except DvcException as exc:
+        raise MedaeError(f"{root / 'dvc.yaml'}: dvc status failed: {exc}") from None
 
 
 def changed(root: Path, stage: str) -> bool:

@@ -6,6 +6,7 @@ import doctest
 
 import pytest
 
+import flows.pipeline as pipeline
 import flows.policy as policy
 import flows.report as report
 from flows.policy import decide_training
@@ -26,5 +27,5 @@ def test_training_policy(mode, age, changed, expected):
 
 
 def test_doctests():
-    for module in (policy, report):
+    for module in (pipeline, policy, report):
         assert doctest.testmod(module).failed == 0
