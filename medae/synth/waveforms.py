@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,11 @@ FRAME_FS = 125.0
 RECORD_SECONDS = 300.0   # default seconds of signal per record (~ gaps of 2-20 s come on top)
 MULTIRATE_SHARE = 0.5    # share of records with ECG at 250 Hz (format 16)
 FIRST_RECORD_ID = 3_000_001
+RECORDS_PER_BATCH = 100      # records per worker task
+PARALLEL_MIN_RECORDS = 400   # below this, worker start-up costs more than it saves
+# The stay fields record generation reads (latent trajectory, heart-rate offset, stay end).
+STAY_FIELDS = ("severity", "trend", "osc_amp", "osc_period_h", "osc_phase", "t0_s", "t1_s",
+               "hr_offset", "out_s")
 NUMERICS_HOURS = 12.0    # longest numerics record (1 sample per minute)
 NUMERICS_UNITS = {"HR": "bpm", "PULSE": "bpm", "RESP": "pm", "SpO2": "%", "ABPSys": "mmHg",
                   "ABPDias": "mmHg", "ABPMean": "mmHg"}
@@ -331,24 +336,70 @@ def write_beat_annotations(folder: Path, plan: RecordPlan, beats: np.ndarray) ->
     return len(frames)
 
 
+@dataclass(frozen=True)
+class RecordBatch:
+    """A picklable unit of work for one worker: records, their stream numbers, their stays."""
+
+    seed: int
+    root: str
+    numbered: list[tuple[int, RecordPlan]]  # (random stream number, plan with local stay_row)
+    stays: dict[str, np.ndarray]            # only the rows and fields these records need
+
+
+def write_batch(batch: RecordBatch) -> dict[str, int]:
+    """Generate and write every record of ``batch``; returns the artifact/segment counts."""
+    from medae.synth.generate import STREAM_WAVE, stream_rng
+
+    counts: Counter = Counter()
+    for number, plan in batch.numbered:
+        rng = stream_rng(batch.seed, STREAM_WAVE, number)
+        folder = Path(batch.root) / plan.folder
+        signals, beats = record_signals(plan, batch.stays, rng)
+        inject_record_artifacts(signals, plan, rng, counts)
+        counts["segments"] += write_record(folder, plan, signals)
+        counts["beats"] += write_beat_annotations(folder, plan, beats)
+        counts["numerics_samples"] += write_numerics(folder, plan, batch.stays, rng)
+        counts["multirate"] += plan.multirate
+    return dict(counts)
+
+
+def _batches(plans: list[RecordPlan], stays: dict[str, np.ndarray], seed: int,
+             root: Path) -> list[RecordBatch]:
+    batches = []
+    for first in range(0, len(plans), RECORDS_PER_BATCH):
+        chunk = plans[first:first + RECORDS_PER_BATCH]
+        rows = np.array([p.stay_row for p in chunk])
+        local = [(first + k + 1, replace(p, stay_row=k)) for k, p in enumerate(chunk)]
+        batches.append(RecordBatch(seed, str(root), local,
+                                   {f: stays[f][rows] for f in STAY_FIELDS}))
+    return batches
+
+
 def write_waveforms(out: Path, cohort, *, seed: int, share: float,
                     seconds: float = RECORD_SECONDS) -> dict:
-    """Write records for ``share`` of the ICU stays under ``out`` (replaced atomically)."""
+    """Write records for ``share`` of the ICU stays under ``out`` (replaced atomically).
+
+    Large sets fan out over local processes through :func:`medae.executor.map_items`; every
+    record has its own random stream, so the bytes do not depend on how work is split.
+    """
     from medae.synth.generate import STREAM_WAVE, stream_rng
 
     stays = cohort.stays
-    columns = as_arrays(stays)
     plans = plan_records(stays, share, seconds, stream_rng(seed, STREAM_WAVE, 0))
     counts: Counter = Counter()
     with atomic_dir(out) as staging:
-        for i, plan in enumerate(plans, start=1):
-            rng = stream_rng(seed, STREAM_WAVE, i)
-            signals, beats = record_signals(plan, columns, rng)
-            inject_record_artifacts(signals, plan, rng, counts)
-            counts["segments"] += write_record(staging / plan.folder, plan, signals)
-            counts["beats"] += write_beat_annotations(staging / plan.folder, plan, beats)
-            counts["numerics_samples"] += write_numerics(staging / plan.folder, plan, columns, rng)
-            counts["multirate"] += plan.multirate
+        batches = _batches(plans, as_arrays(stays), seed, staging)
+        if len(plans) >= PARALLEL_MIN_RECORDS:
+            from medae.config import ExecutorConfig
+            from medae.executor import map_items
+
+            results = map_items(write_batch, batches, ExecutorConfig(),
+                                names=[f"records {b.numbered[0][0]}+" for b in batches],
+                                desc="waveform record batches").values
+        else:
+            results = [write_batch(b) for b in batches]
+        for result in results:
+            counts.update(result)
         _write_records_files(staging, plans)
     counts["gap"] = sum(len(_gaps(p)) for p in plans)
     counts["channel_missing"] = sum(len(ch) < (3 if p.has_abp else 2)

@@ -188,3 +188,16 @@ def test_annotation_bytes_equal_wfdb_wrann(tmp_path):
     wfdb.wrann("ref", "atr", samples, symbol=["N"] * len(samples), fs=125,
                write_dir=str(tmp_path))
     assert annotation_bytes(samples, 125) == (tmp_path / "ref.atr").read_bytes()
+
+
+def test_bytes_do_not_depend_on_batching(tmp_path, monkeypatch):
+    import medae.synth.waveforms as synth_waveforms
+
+    def run(folder: Path) -> dict[Path, bytes]:
+        generate(folder, subjects=5, seed=8, waveforms=True, waveform_share=1.0,
+                 waveform_seconds=20.0)
+        return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    whole = run(tmp_path / "whole")
+    monkeypatch.setattr(synth_waveforms, "RECORDS_PER_BATCH", 2)
+    assert run(tmp_path / "split") == whole
