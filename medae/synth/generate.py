@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medae.errors import UsageError
 from medae.synth import cohort as co
 from medae.synth.csvgz import csv_gz_writer, write_csv_gz
 from medae.synth.events import (
@@ -46,6 +47,7 @@ def generate(out: Path, *, subjects: int, seed: int, waveforms: bool = True,
     >>> summary["rows"]["patients"]
     3
     """
+    _check_arguments(subjects, seed, waveform_share, waveform_seconds)
     started = time.perf_counter()
     out = Path(out)
     cohort = co.make_cohort(subjects, stream_rng(seed, STREAM_COHORT))
@@ -70,6 +72,18 @@ def generate(out: Path, *, subjects: int, seed: int, waveforms: bool = True,
     log.info("synth: %d subjects, %d chartevents rows in %.1f s", subjects,
              rows["chartevents"], summary["seconds"])
     return summary
+
+
+def _check_arguments(subjects: int, seed: int, share: float, seconds: float) -> None:
+    """Reject arguments the generator cannot honour, naming the option (exit code 2)."""
+    problems = [msg for bad, msg in (
+        (subjects < 1, f"--subjects must be at least 1, got {subjects}"),
+        (seed < 0, f"--seed must be a non-negative integer, got {seed}"),
+        (not 0.0 <= share <= 1.0, f"--waveform-share must be within [0, 1], got {share}"),
+        (seconds <= 0, f"waveform_seconds must be positive, got {seconds}"),
+    ) if bad]
+    if problems:
+        raise UsageError("; ".join(problems))
 
 
 def _write_chartevents(path: Path, cohort: co.Cohort, seed: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import re
 from pathlib import Path
 
 import polars as pl
@@ -220,3 +221,17 @@ def test_outpatient_labs_have_no_admission(synth200):
     outpatient = labs.filter(pl.col("hadm_id").is_null()).join(adm, on="subject_id")
     during = pl.col("charttime").is_between(pl.col("admittime"), pl.col("dischtime"))
     assert outpatient.filter(during).is_empty()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"subjects": 0}, "--subjects must be at least 1"),
+    ({"seed": -1}, "--seed must be a non-negative integer"),
+    ({"waveform_share": 1.5}, "--waveform-share must be within [0, 1]"),
+])
+def test_bad_arguments_are_usage_errors(tmp_path, kwargs, message):
+    from medae.errors import UsageError
+
+    arguments = {"subjects": 2, "seed": 0, "waveforms": False} | kwargs
+    with pytest.raises(UsageError, match=re.escape(message)):
+        generate(tmp_path, **arguments)
+    assert not any(tmp_path.iterdir())  # nothing written
