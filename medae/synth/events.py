@@ -40,6 +40,7 @@ ARTIFACT_RATES: dict[str, float] = {
     "chart_missing": 0.003,        # value and valuenum both empty
     "chart_outside_stay": 0.003,   # charttime 1-60 min before intime or after outtime
     "chart_duplicate": 0.002,      # the whole row written twice
+    "chart_fio2_fraction": 0.03,   # FiO2 charted as a fraction (0.4) instead of percent (40)
     "lab_text_only": 0.01,         # value is ___, <0.1, NEG, ERROR...; valuenum empty
     "lab_duplicate": 0.002,
 }
@@ -161,13 +162,16 @@ def _gcs(stays: dict, duration: np.ndarray, rng: np.random.Generator) -> Events:
 
 
 def _fio2(stays: dict, duration: np.ndarray, z: dict, rng: np.random.Generator) -> Events:
-    """FiO2 (%) every ~4 h for ventilated stays, higher in sicker patients."""
+    """FiO2 (%) every ~4 h for ventilated stays, higher in sicker patients; a few rows are
+    charted as a fraction (0.4 for 40 %), as happens in real MIMIC-IV."""
     vent = np.flatnonzero(stays["ventilated"])
     rows, t = irregular_times(duration[vent], 4 * HOUR, 0.4, rng)
     rows = vent[rows]
     x = latent_at(stays, stays["in_s"][rows] + t, rows)
-    return _group(rows, t, {VITALS["fio2"].itemid: (_vital_values("fio2", x, z["fio2"][rows], rng),
-                                                    0)})
+    percent = _vital_values("fio2", x, z["fio2"][rows], rng)
+    fraction = rng.random(len(rows)) < ARTIFACT_RATES["chart_fio2_fraction"]
+    return Events(rows, t, np.full(len(rows), VITALS["fio2"].itemid),
+                  np.where(fraction, np.round(percent) / 100, percent), np.where(fraction, 2, 0))
 
 
 def _body_size(stays: dict, duration: np.ndarray, rng: np.random.Generator) -> list[Events]:

@@ -166,6 +166,9 @@ def test_artifact_rates(synth200):
         "chart_missing": (rate(pl.col("value").is_null()), 1.0),
         "chart_duplicate": (chart.is_duplicated().sum() / 2 / n, 1.0),
     }
+    fio2 = chart.filter(pl.col("itemid") == "223835", pl.col("valuenum").is_not_null())
+    expected["chart_fio2_fraction"] = (
+        fio2.filter(pl.col("valuenum").is_between(0.2, 1.0)).height / fio2.height, 1.0)
     outside = chart.join(stays, on="stay_id").filter(
         (pl.col("charttime") < pl.col("intime").str.slice(0, 16) + ":00")
         | (pl.col("charttime") > pl.col("outtime")))
