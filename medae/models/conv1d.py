@@ -72,6 +72,26 @@ class ConvAutoencoder(Autoencoder):
             layer.weight.zero_()
             layer.bias.zero_()
 
+    def augment(self, xn: Tensor) -> Tensor:
+        """Random gain and circular shift per row (training only; identity when both are 0)."""
+        cfg = self.config
+        if cfg.augment_gain > 0:
+            gain = 1 + cfg.augment_gain * (2 * torch.rand(xn.shape[0], 1, device=xn.device) - 1)
+            xn = xn * gain
+        if cfg.augment_shift > 0:
+            shift = torch.randint(-cfg.augment_shift, cfg.augment_shift + 1, (xn.shape[0], 1),
+                                  device=xn.device)
+            idx = (torch.arange(xn.shape[1], device=xn.device) - shift) % xn.shape[1]
+            xn = torch.gather(xn, 1, idx)
+        return xn
+
+    def loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        xn, _, weight = self.prepare(x)
+        if self.training and weight is None:  # rows with gaps are left as they are
+            xn = self.augment(xn)
+        rec = self.recon_loss(self.decode(self.code(xn)), xn, weight)
+        return rec, {"recon": rec.detach()}
+
     def code(self, xn: Tensor) -> Tensor:
         h = F.pad(xn, (0, self.padded - self.length)).unsqueeze(1)
         z = self.to_code(self.down(h))

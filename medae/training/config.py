@@ -71,7 +71,8 @@ class Evaluate(Section):
     ehr_features: str = "data/features/ehr_windows"
     ehr_stats: str = "data/features/ehr_stats.json"
     ehr_hide_fraction: float = Field(default=0.2, gt=0, lt=1)
-    ehr_epochs: int = Field(default=20, ge=1)
+    ehr_epochs: int = Field(default=10, ge=1)
+    ehr_max_train_windows: int | None = Field(default=10000, ge=10)  # CPU time cap; seeded
     mitdb: str = "../shared/realdata/physionet/mitdb"
     train_records: tuple[RecordName, ...] = ("100", "101", "103", "105", "106", "108", "109",
                                              "111")

@@ -69,7 +69,7 @@ def probe_auroc(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 def pca(train: np.ndarray, k: int, seed: int):
     from sklearn.decomposition import PCA
 
-    return PCA(n_components=k, random_state=seed, svd_solver="full").fit(train)
+    return PCA(n_components=k, random_state=seed, svd_solver="covariance_eigh").fit(train)
 
 
 def train_model(model_config, shape, train: np.ndarray, tuning: np.ndarray, optim,
@@ -116,6 +116,10 @@ def evaluate_ehr(params: Any) -> dict[str, Any]:
     empty = [s for s, p in parts.items() if p.height == 0]
     if empty:
         raise DataError(f"{cfg.ehr_features}: no windows in split(s) {', '.join(empty)}")
+    cap = cfg.ehr_max_train_windows
+    if cap and parts["train"].height > cap:  # overlapping windows: a subsample loses little
+        parts["train"] = parts["train"].sample(cap, seed=cfg.seed).sort(
+            "subject_id", "stay_id", "window_start")
     rows = {s: ehr_inputs(p) for s, p in parts.items()}
     labels = {s: p["label_mortality"].to_numpy().astype(int) for s, p in parts.items()}
     n_values = int(stats["n_bins"]) * len(stats["variables"])
@@ -146,6 +150,7 @@ def evaluate_ehr(params: Any) -> dict[str, Any]:
         "ehr_probe_auroc_ae": probe["ae"], "ehr_probe_auroc_pca": probe["pca"],
         "ehr_probe_auroc_raw": probe["raw"], "ehr_latent_dim": k,
         "ehr_windows": {s: len(r) for s, r in rows.items()},
+        "ehr_windows_train_total": int((df["split"] == "train").sum()),
         "ehr_stays": int(df["stay_id"].n_unique()),
         "ehr_mortality_rate_held_out": float(labels["held_out"].mean()),
         "ehr_model": params.train_ehr.model.kind,

@@ -60,6 +60,8 @@ CASES = {
     "mlp-bce": ({"kind": "mlp", "recon_loss": "bce"}, WAVE_SHAPE,
                 lambda: (wave_rows() + 1) / 2),
     "conv1d": ({"kind": "conv1d", "channels": [4, 8]}, WAVE_SHAPE, wave_rows),
+    "conv1d-augment": ({"kind": "conv1d", "channels": [4, 8], "augment_gain": 0.2,
+                        "augment_shift": 3}, WAVE_SHAPE, wave_rows),
     "multimodal-poe": ({"kind": "multimodal_vae", "fusion": "poe"}, MM_SHAPE, multimodal_rows),
     "multimodal-moe": ({"kind": "multimodal_vae", "fusion": "moe"}, MM_SHAPE, multimodal_rows),
 }
@@ -142,3 +144,14 @@ def test_vae_kl_annealing_follows_the_step_counter():
     assert annealed_beta(model) == pytest.approx(0.5)
     model.steps.fill_(1000)
     assert annealed_beta(model) == pytest.approx(2.0)
+
+
+def test_conv_pca_init_reconstructs_exactly_like_pca():
+    from sklearn.decomposition import PCA
+
+    rows = wave_rows(300)
+    model = make({"kind": "conv1d", "channels": [4, 8], "pca_init": True}, WAVE_SHAPE)
+    model.init_from_data(torch.from_numpy(rows))
+    recon = model.eval()(torch.from_numpy(rows)).detach().numpy()
+    pca = PCA(4).fit(rows)
+    np.testing.assert_allclose(recon, pca.inverse_transform(pca.transform(rows)), atol=1e-4)

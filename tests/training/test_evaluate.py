@@ -19,8 +19,8 @@ def evaluation(tmp_path_factory, tiny_data, mlflow_template, physionet):
     shutil.copy(mlflow_template, root / "mlflow.db")
     params = tiny_params(
         root, f"evaluate.ehr_features={tiny_data}/ehr_windows",
-        f"evaluate.ehr_stats={tiny_data}/ehr_stats.json", "evaluate.ehr_epochs=3",
-        f"evaluate.mitdb={physionet}/mitdb", "evaluate.train_records=[100, 105]",
+        f"evaluate.ehr_stats={tiny_data}/ehr_stats.json", "evaluate.ehr_epochs=20",
+        f"evaluate.mitdb={physionet}/mitdb", "evaluate.train_records=[100, 106, 105]",
         "evaluate.tuning_records=[105]", "evaluate.test_records=[119]",
         "evaluate.wave_max_train_beats=300", "evaluate.wave_epochs=1",
         "evaluate.wave_model={kind: conv1d, channels: [4], latent_dim: 16}",
