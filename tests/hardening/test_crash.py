@@ -3,7 +3,7 @@ re-run converges to exactly what an uninterrupted run writes.
 
 Kill points are chosen inside the stage, not by guesswork with timers: an audit hook in the
 stage process SIGKILLs it right after it opened its first temporary file for writing, and
-right before its 1st and 3rd rename (the moments outputs are published). After each kill:
+right before its 2nd rename (the moments outputs are published). After each kill:
 
 - every published output is, file by file, either the previous version or the new one (never
   a third, partial version) and reads back;
@@ -77,7 +77,7 @@ sys.argv = ["medae", *sys.argv[3:]]
 from medae.cli import main
 main()
 """
-KILL_POINTS = (("open-tmp", 1), ("rename", 1), ("rename", 3))
+KILL_POINTS = (("open-tmp", 1), ("rename", 2))
 
 
 def run_and_kill(project: Path, stage: str, point: str, k: int, timeout: float = 60) -> bool:
