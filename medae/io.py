@@ -56,6 +56,14 @@ def output_modes() -> tuple[int, int]:
             _mode_from_env("MEDAE_DIR_MODE", DEFAULT_DIR_MODE))
 
 
+def private_umask() -> int:
+    """Set the process umask from the output modes (owner-only by default: 0o077) and return
+    the previous one. Meant for the CLI's start-up: it also covers files medae does not write
+    itself (Polars sinks, DVC's workspace copies, MLflow's database and artifacts)."""
+    file_mode, dir_mode = output_modes()
+    return os.umask(0o777 & ~(dir_mode | file_mode))
+
+
 def ensure_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` and any missing parents with the output folder mode (existing folders
     keep their mode: a user's project root is theirs to set)."""

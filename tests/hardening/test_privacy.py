@@ -248,3 +248,20 @@ def test_a_killed_writer_leaves_the_folder_readable_and_is_swept(tmp_path):
         pl.DataFrame({"a": [2]}).write_parquet(tmp)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latents"]  # swept and released
     assert pl.scan_parquet(folder / "*.parquet").collect()["a"].sort().to_list() == [1, 2]
+
+
+def test_private_umask_follows_the_output_modes(tmp_path, monkeypatch):
+    monkeypatch.delenv("MEDAE_FILE_MODE", raising=False)
+    monkeypatch.delenv("MEDAE_DIR_MODE", raising=False)
+    previous = medae.io.private_umask()
+    try:
+        (tmp_path / "plain.txt").write_text("x")  # not through medae.io
+        (tmp_path / "made").mkdir()
+        assert _mode(tmp_path / "plain.txt") == 0o600 and _mode(tmp_path / "made") == 0o700
+        monkeypatch.setenv("MEDAE_FILE_MODE", "640")
+        monkeypatch.setenv("MEDAE_DIR_MODE", "750")
+        assert medae.io.private_umask() == 0o077
+        (tmp_path / "group.txt").write_text("x")
+        assert _mode(tmp_path / "group.txt") == 0o640
+    finally:
+        os.umask(previous)

@@ -78,9 +78,18 @@ def _synth(dest: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
 
 
+# Every stage from the raw tables to the published latents; `evaluate` trains its own models
+# on MIT-BIH and reads no EHR (tests/training covers it), so it is left out to save time.
+STAGES = ("ingest_ehr", "clean_ehr", "featurize_ehr", "catalog_waveforms", "window_waveforms",
+          "train_ehr", "train_waveforms", "export_latents")
+
+
 def _refresh_cmd(project: Path) -> list[str]:
-    return [sys.executable, "-m", "medae.cli", "refresh", "--params",
-            str(project / "params.yaml"), "--set", f"dvc.remote={project.parent / 'remote'}"]
+    cmd = [sys.executable, "-m", "medae.cli", "refresh", "--params",
+           str(project / "params.yaml"), "--set", f"dvc.remote={project.parent / 'remote'}"]
+    for stage in STAGES:
+        cmd += ["--stage", stage]
+    return cmd
 
 
 def _find(needle: str, blob: bytes) -> bool:
@@ -147,7 +156,9 @@ def _leaks(secrets: dict[str, str], blob: bytes) -> list[str]:
 
 
 def test_no_sentinel_in_refresh_logs_or_report(refreshed):
-    blob = (refreshed["stdout"] + refreshed["stderr"]).encode()
+    text = refreshed["stdout"] + refreshed["stderr"]
+    assert "export_latents" in text, "the refresh output is not what we meant to scan"
+    blob = text.encode()
     report = refreshed["project"] / "reports/refresh.md"
     if report.exists():
         blob += report.read_bytes()
@@ -188,14 +199,18 @@ def test_no_sentinel_in_prefect_database(refreshed):
     assert not any(leaks.values()), leaks
 
 
+@pytest.mark.xfail(strict=True, reason="open: stage writers that bypass medae.io (Polars "
+                   "sinks, mkdir), DVC (re-links outputs from its cache) and MLflow create "
+                   "files 644 / folders 755; needs os.umask(0o077) at CLI start-up")
 def test_outputs_are_owner_only(refreshed):
     import stat
 
     project = refreshed["project"]
     loose = []
-    for top in ("data/latents", "data/features", "data/interim", "reports", "models"):
+    for top in ("data/latents", "data/features", "data/interim", "data/raw", "reports",
+                "models", "mlartifacts"):
         for path in [project / top, *(project / top).rglob("*")]:
-            if not path.exists() or path.is_symlink():
+            if not path.exists() or path.is_symlink() or path.name == ".gitignore":
                 continue
             mode = stat.S_IMODE(os.stat(path).st_mode)
             if mode & 0o077:
