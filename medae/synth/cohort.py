@@ -22,7 +22,7 @@ DAY = 86_400
 HOUR = 3_600
 
 # P(in-hospital death | ICU admission) = sigmoid(MORTALITY_INTERCEPT + MORTALITY_SLOPE * severity);
-# with severity ~ N(0, 1) this gives about 14 % mortality among ICU admissions, 11 % overall.
+# with severity ~ N(0, 1) this gives about 13 % mortality among ICU admissions, 11 % overall.
 MORTALITY_INTERCEPT = -2.45
 MORTALITY_SLOPE = 1.6
 NON_ICU_MORTALITY = 0.01
