@@ -76,6 +76,18 @@ def test_lab_units_match_real_labevents(synth200, mimic_demo):
     assert {k: real[k] for k in ours} == ours
 
 
+def test_lab_medians_close_to_real_demo(synth200, mimic_demo):
+    def medians(folder):
+        return dict(read(folder, "hosp/labevents")
+                    .with_columns(pl.col("valuenum").cast(pl.Float64, strict=False))
+                    .filter(pl.col("valuenum").is_between(0, 90_000))
+                    .group_by("itemid").agg(pl.col("valuenum").median()).iter_rows())
+    ours, real = medians(synth200), medians(mimic_demo)
+    ratios = {item: ours[item] / real[item] for item in ours}
+    assert all(0.5 <= r <= 2.0 for r in ratios.values()), ratios
+    assert abs(ours["50820"] - real["50820"]) < 0.05  # pH
+
+
 def test_value_formats(synth200):
     adm = read(synth200, "hosp/admissions")
     stays = read(synth200, "icu/icustays")
