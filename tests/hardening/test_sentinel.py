@@ -215,7 +215,8 @@ def test_no_sentinel_in_prefect_database(refreshed):
 
 @pytest.mark.xfail(strict=True, reason="open: stage writers that bypass medae.io (Polars "
                    "sinks, mkdir), DVC (re-links outputs from its cache) and MLflow create "
-                   "files 644 / folders 755; needs os.umask(0o077) at CLI start-up")
+                   "files 644 / folders 755; fix: call medae.io.private_umask() at CLI and flow "
+                   "start-up (verified by hand: then everything is owner-only)")
 def test_outputs_are_owner_only(refreshed):
     import stat
 
