@@ -217,13 +217,38 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False when
+    the platform, C library or file system cannot, so the caller falls back to renames."""
+    import ctypes
+    import errno
+
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty staging folder beside ``path``; on success it replaces ``path``.
 
-    The old folder is moved aside first and removed only after the new one is in place, so a
-    crash at any point leaves either the old or the new complete folder at ``path`` (or the old
-    one under ``.<name>.old``, which the next call restores before starting).
+    On Linux the two folders are exchanged in one atomic ``renameat2(RENAME_EXCHANGE)``, so a
+    reader always finds a complete folder at ``path``, even if the process is killed. Where
+    that is not available the old folder is moved aside first and removed only after the new
+    one is in place: a crash between the two renames leaves the old one under
+    ``.<name>.old`` (and nothing at ``path``) until the next call restores it.
     """
     target = Path(path)
     ensure_dir(target.parent)
@@ -237,6 +262,9 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield staging
         apply_output_modes(staging)
+        if target.exists() and _exchange(staging, target):
+            shutil.rmtree(staging, ignore_errors=True)  # it now holds the old version
+            return
         if target.exists():
             os.replace(target, old)
         os.replace(staging, target)

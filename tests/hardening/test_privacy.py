@@ -265,3 +265,46 @@ def test_private_umask_follows_the_output_modes(tmp_path, monkeypatch):
         assert _mode(tmp_path / "group.txt") == 0o640
     finally:
         os.umask(previous)
+
+
+SWAP_KILLER = """
+import os, signal, sys
+from pathlib import Path
+from medae.io import atomic_dir
+event, k = sys.argv[2], int(sys.argv[3])
+seen = 0
+
+def hook(name, args):
+    global seen
+    if name == event:
+        seen += 1
+        if seen == k:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+sys.addaudithook(hook)
+with atomic_dir(Path(sys.argv[1])) as staging:
+    (staging / "part_0000.parquet").write_text("new")
+    (staging / "part_0001.parquet").write_text("new")
+"""
+
+
+@pytest.mark.parametrize("event,k", [("os.rename", 1), ("os.rename", 2), ("shutil.rmtree", 1),
+                                     ("shutil.rmtree", 2), ("os.chmod", 2)])
+def test_a_killed_folder_swap_always_leaves_a_complete_folder(tmp_path, event, k):
+    """A reader finds the old or the new complete table at the path at every kill point."""
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "latents" / "ehr"
+    target.mkdir(parents=True)
+    for name in ("part_0000.parquet", "part_0001.parquet"):
+        (target / name).write_text("old")
+    res = subprocess.run([sys.executable, "-c", SWAP_KILLER, str(target), event, str(k)])
+    assert res.returncode in (0, -signal.SIGKILL)
+    contents = {p.name: p.read_text() for p in target.iterdir()}
+    assert sorted(contents) == ["part_0000.parquet", "part_0001.parquet"]
+    assert len(set(contents.values())) == 1, f"a mix of versions: {contents}"
+    with atomic_dir(target) as staging:  # the next writer cleans up after the dead one
+        (staging / "part_0000.parquet").write_text("next")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["ehr"]
