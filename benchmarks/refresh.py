@@ -95,12 +95,30 @@ def add_subjects(project: Path, n: int, seed: int) -> int:
     return len(fresh)
 
 
+def measure_reruns(project: Path, first: float | None, subjects: int, share: float,
+                   remote: Path | None = None) -> None:
+    """The no-op re-run, then a re-run after adding ``share`` new subjects."""
+    remote = remote or project.parent / "medae-dvc-remote"
+    ratio = (lambda s: f"{s / first:.2f}x") if first else (lambda s: "")
+    noop, what = refresh(project, remote)
+    print(f"no-op re-run:  {noop:7.1f} s  {ratio(noop)}  ({what})  target <= 0.20x")
+    added = add_subjects(project, max(1, round(subjects * share)), seed=1)
+    more, what = refresh(project, remote)
+    print(f"+{added} subjects:  {more:7.1f} s  {ratio(more)}  ({what})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=200)
     parser.add_argument("--new-share", type=float, default=0.05)
     parser.add_argument("--keep", type=Path, help="keep the project in this folder")
+    parser.add_argument("--project", type=Path, help="an already refreshed project (e.g. after "
+                        "`make demo`): measure only the no-op and the new-subjects runs")
+    parser.add_argument("--first-seconds", type=float, help="with --project: its first run")
     args = parser.parse_args()
+    if args.project:
+        measure_reruns(args.project.resolve(), args.first_seconds, args.subjects, args.new_share)
+        return
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="medae-bench-refresh-"))
     project = make_project(base / "proj", overrides={"refresh": {"retries": 2}})
@@ -113,11 +131,7 @@ def main() -> None:
     remote = base / "remote"
     first, what = refresh(project, remote)
     print(f"first refresh: {first:7.1f} s  1.00x  ({what})")
-    noop, what = refresh(project, remote)
-    print(f"no-op re-run:  {noop:7.1f} s  {noop / first:.2f}x  ({what})  target <= 0.20x")
-    added = add_subjects(project, max(1, round(args.subjects * args.new_share)), seed=1)
-    more, what = refresh(project, remote)
-    print(f"+{added} subjects:  {more:7.1f} s  {more / first:.2f}x  ({what})")
+    measure_reruns(project, first, args.subjects, args.new_share, remote)
     if args.keep is None:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -31,8 +31,12 @@ def parquet_rows(path: Path) -> int | None:
     """Rows in a Parquet file or a folder of them, from the footers only (no data read)."""
     import pyarrow.parquet as pq
 
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    files = [f for f in files if f.suffix == ".parquet" and not f.name.startswith(".")]
+    if path.is_dir():  # skip caches/state (_binned/, .tmp) and MEDS metadata tables
+        files = [f for f in sorted(path.rglob("*.parquet")) if not any(
+            part.startswith(("_", ".")) or part == "metadata"
+            for part in f.relative_to(path).parts)]
+    else:
+        files = [path]
     if not files or not all(f.exists() for f in files):
         return None
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
