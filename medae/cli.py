@@ -123,6 +123,8 @@ def synth(
                                                   help="share of ICU stays with a record")] = 0.3,
     waveform_out: Annotated[Path | None, typer.Option(
         help="folder for the WFDB records [default: OUT/waveforms]")] = None,
+    waveform_seconds: Annotated[float, typer.Option(
+        min=1.0, help="seconds of signal per WFDB record")] = 300.0,
 ) -> None:
     """Generate realistic MIMIC-IV v2.2-layout demo data (.csv.gz) plus linked WFDB records.
 
@@ -137,7 +139,8 @@ def synth(
         from medae.synth.generate import generate
 
         _print_json(generate(out, subjects=subjects, seed=seed, waveforms=waveforms,
-                             waveform_share=waveform_share, waveform_out=waveform_out))
+                             waveform_share=waveform_share, waveform_out=waveform_out,
+                             waveform_seconds=waveform_seconds))
 
     guarded(body)
 
