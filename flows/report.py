@@ -36,10 +36,13 @@ def parquet_rows(path: Path) -> int | None:
             part.startswith(("_", ".")) or part == "metadata"
             for part in f.relative_to(path).parts)]
     else:
-        files = [path]
+        files = [path] if path.suffix == ".parquet" else []
     if not files or not all(f.exists() for f in files):
         return None
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    try:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    except (OSError, ValueError):  # the report describes outputs; it never fails the refresh
+        return None
 
 
 def output_rows(root: Path, outs: tuple[str, ...]) -> dict[str, int]:

@@ -29,3 +29,19 @@ def test_training_policy(mode, age, changed, expected):
 def test_doctests():
     for module in (pipeline, policy, report):
         assert doctest.testmod(module).failed == 0
+
+
+def test_output_rows_count_tables_not_caches_or_json(tmp_path):
+    import polars as pl
+
+    table = tmp_path / "windows"
+    (table / "_binned").mkdir(parents=True)
+    (table / "metadata").mkdir()
+    pl.DataFrame({"a": [1, 2, 3]}).write_parquet(table / "part_0000.parquet")
+    pl.DataFrame({"a": [1]}).write_parquet(table / "_binned" / "cache.parquet")
+    pl.DataFrame({"a": [1]}).write_parquet(table / "metadata" / "codes.parquet")
+    (table / "_fingerprints.json").write_text("{}")
+    (tmp_path / "stats.json").write_text("{}")
+    (tmp_path / "broken.parquet").write_text("not parquet")
+    rows = report.output_rows(tmp_path, ("windows", "stats.json", "broken.parquet", "none"))
+    assert rows == {"windows": 3}
