@@ -10,9 +10,10 @@ window padded with unobserved bins). Static features: age at ICU admission (z-sc
 statistics) and sex (M=1). Label: ``admissions.hospital_expire_flag``.
 
 Statistics are fitted on train subjects only, in two passes through the executor: partial sums
-per shard (cached by content; the binned events are kept in ``<out>/_binned/`` for the second
-pass), then the windows per shard. A shard whose inputs, split
-membership, statistics and parameters are unchanged is not recomputed.
+per shard (cached by content; the binned events are kept as Parquet files named
+``<out>/_binned/*.binned``, out of reach of ``*.parquet`` globs, for the second pass), then the
+windows per shard. A shard whose inputs, split membership, statistics and parameters are
+unchanged is not recomputed.
 """
 
 from __future__ import annotations
@@ -350,7 +351,8 @@ def run(params: Any) -> dict[str, Any]:
         inputs = digest([file_digest(f) for f in files], rows, view)
         items.append({"raw": str(raw), "meds": str(files[0]), "view": view, "splits": rows,
                       "inputs": inputs, "target": str(out / f"part_{shard:04d}.parquet"),
-                      "binned": str(out / "_binned" / f"{name}.{inputs}.parquet")})
+                      # not *.parquet, so no glob over the windows ever picks the cache up
+                      "binned": str(out / "_binned" / f"{name}.{inputs}.binned")})
     sums = _fit_sums(items, state.get("sums", {}), params)
     stats = combine_sums([s["value"] for s in sums.values()], view)
     stats_digest = digest(stats)
@@ -368,7 +370,7 @@ def run(params: Any) -> dict[str, Any]:
         if int(stale.stem.split("_")[1]) >= shards:
             stale.unlink()
     current = {Path(it["binned"]) for it in items}
-    for stale in (out / "_binned").glob("*.parquet"):
+    for stale in (out / "_binned").glob("*.binned"):
         if stale not in current:
             stale.unlink()
     save_fingerprints(out, {"sums": sums, "parts": {
