@@ -70,12 +70,11 @@ def require_columns(df: pl.DataFrame | pl.LazyFrame, columns: tuple[str, ...], w
         raise DataError(f"{where}: missing column(s) {', '.join(missing)}")
 
 
-def read_ehr_windows(folder: Path, max_rows: int | None = None) -> pl.DataFrame:
+def read_ehr_windows(folder: Path) -> pl.DataFrame:
     """All EHR windows sorted by their keys (Polars does not keep file order in scans)."""
     lf = pl.scan_parquet(parquet_files(folder, "featurize_ehr"))
     require_columns(lf, EHR_COLUMNS, str(folder))
-    df = lf.collect().sort("subject_id", "stay_id", "window_start")
-    return df
+    return lf.collect().sort("subject_id", "stay_id", "window_start")
 
 
 def load_ehr(params: Any) -> Prepared:

@@ -14,8 +14,8 @@ LIST = pl.List(pl.Float32)
 
 def ehr_windows(n_stays: int = 60, bins: int = 6, variables: int = 4, seed: int = 0,
                 observed: float = 0.7) -> tuple[pl.DataFrame, dict]:
-    """Windows whose values follow a per-stay level plus a trend (so there is something to
-    learn), mortality shifting the first variable's level, splits by subject, as featurize_ehr writes them."""
+    """Windows whose values follow a per-stay level plus a trend (something to learn), death
+    shifting the first variable's level, splits by subject, as featurize_ehr writes them."""
     rng = np.random.default_rng(seed)
     rows = []
     for stay in range(n_stays):

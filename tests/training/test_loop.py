@@ -82,3 +82,13 @@ def test_non_finite_loss_stops_with_a_clear_error_and_no_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"epoch 1 step \d+: loss is (nan|inf) .*no model"):
         fit(vae(), bad[:128], bad[128:], OPTIM, checkpoint_dir=tmp_path)
     assert not (tmp_path / CHECKPOINT).exists()
+
+
+@pytest.mark.gpu
+def test_trains_on_cuda_with_bf16_and_matches_cpu_loosely():
+    gpu = fit(vae(), DATA[:128], DATA[128:], OPTIM.model_copy(update={"device": "cuda"}))
+    cpu = train()
+    assert gpu.device == "cuda"
+    assert next(gpu.model.parameters()).device.type == "cuda"
+    # bf16 autocast changes rounding, not the outcome
+    assert gpu.best["tuning_recon"] == pytest.approx(cpu.best["tuning_recon"], rel=0.2)
