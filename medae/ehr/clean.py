@@ -80,12 +80,12 @@ def clean_shard(item: dict[str, Any]) -> dict[str, Any]:
             "rows": meds.height, "subjects": meds["subject_id"].n_unique()}
 
 
-def _raw_state(params: Any) -> tuple[Path, int]:
+def _raw_state(params: Any) -> tuple[Path, dict[str, Any]]:
     raw = params.path(params.ingest_ehr.out)
     state = load_fingerprints(raw)
     if not state.get("tables"):
         raise DataError(f"{raw}: no ingested EHR tables; run `medae run ingest_ehr` first")
-    return raw, int(state["shards"])
+    return raw, state
 
 
 def _shard_fingerprint(raw: Path, shard: int, dictionary_digest: str) -> str:
@@ -118,7 +118,8 @@ def _write_metadata(params: Any, raw: Path, out: Path, dictionary: Any,
 def run(params: Any) -> dict[str, Any]:
     """Clean every changed shard, then rewrite the metadata and the DQ report."""
     cfg = params.clean_ehr
-    raw, shards = _raw_state(params)
+    raw, raw_state = _raw_state(params)
+    shards = int(raw_state["shards"])
     out = params.path(cfg.out)
     dictionary = load_dictionary(params.path(cfg.dictionary) if cfg.dictionary else None)
     previous = load_fingerprints(out).get("shards", {})
@@ -142,7 +143,9 @@ def run(params: Any) -> dict[str, Any]:
         if stale.stem not in entries:
             stale.unlink()
     splits = _write_metadata(params, raw, out, dictionary, entries)
-    report = merge_counts(e["dq"] for e in entries.values())
+    report = merge_counts((e["dq"] for e in entries.values()),
+                          ingested=[t for t in RAW_PREFIX if t in raw_state["tables"]],
+                          no_subject=raw_state.get("removed_no_subject", {}))
     report["splits"] = dict(sorted(splits.group_by("split").len().iter_rows()))
     report["dictionary"] = {"path": dictionary.path, "version": dictionary.version,
                             "digest": dictionary.digest}

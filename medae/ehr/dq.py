@@ -1,6 +1,6 @@
 """The data-quality report of ``clean_ehr``: per variable and per source table, how many rows
-were seen, converted, removed (outlier, unknown unit, no time, charted in error), clipped,
-deduplicated,
+were seen, converted, removed (no subject_id at ingest, outlier, unknown unit, no time,
+charted in error), clipped, deduplicated,
 text-only and outside any ICU stay."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import polars as pl
 
 from medae.io import write_json_atomic, write_text_atomic
 
-COUNTS = ("rows_seen", "unit_converted", "removed_outlier", "removed_unknown_unit",
-          "removed_no_time", "removed_error", "clipped", "duplicates", "text_only",
-          "outside_stay", "rows_written")
-REMOVALS = ("removed_outlier", "removed_unknown_unit", "removed_no_time", "removed_error",
-            "duplicates")
+COUNTS = ("rows_seen", "unit_converted", "removed_no_subject", "removed_outlier",
+          "removed_unknown_unit", "removed_no_time", "removed_error", "clipped", "duplicates",
+          "text_only", "outside_stay", "rows_written")
+REMOVALS = ("removed_no_subject", "removed_outlier", "removed_unknown_unit", "removed_no_time",
+            "removed_error", "duplicates")
 FLAG_OF = {"unit_converted": "f_converted", "removed_outlier": "f_outlier",
            "removed_unknown_unit": "f_unknown_unit", "removed_no_time": "f_no_time",
            "removed_error": "f_error", "clipped": "f_clipped", "text_only": "f_text_only"}
@@ -41,13 +41,26 @@ def count_flags(flagged: pl.LazyFrame, kept: pl.LazyFrame) -> pl.LazyFrame:
         written.sum().alias("rows_written"),
     )
     table = seen.join(after, on=keys, how="left", nulls_equal=True).fill_null(0)
-    return table.select(*keys, *[pl.col(c).cast(pl.Int64) for c in COUNTS]).sort(
+    per_shard = [c for c in COUNTS if c != "removed_no_subject"]  # that one is ingest's
+    return table.select(*keys, *[pl.col(c).cast(pl.Int64) for c in per_shard]).sort(
         keys, nulls_last=True)
 
 
-def merge_counts(shard_rows: Iterable[list[dict[str, Any]]]) -> dict[str, Any]:
-    """Sum the per-shard rows into ``{"tables": {...}, "variables": {...}}``."""
-    tables: dict[str, dict[str, int]] = {}
+def merge_counts(shard_rows: Iterable[list[dict[str, Any]]], ingested: Iterable[str] = (),
+                 no_subject: dict[str, int] | None = None) -> dict[str, Any]:
+    """Sum the per-shard rows into ``{"tables": {...}, "variables": {...}}``.
+
+    Every ``ingested`` event table is listed, even with no rows; ``no_subject`` adds the rows
+    ingest dropped for want of a subject_id (they count as seen, and removed).
+
+    >>> merge_counts([], ["labevents"], {"labevents": 2})["tables"]["labevents"]["rows_seen"]
+    2
+    """
+    tables: dict[str, dict[str, int]] = {t: dict.fromkeys(COUNTS, 0) for t in ingested}
+    for table, n in (no_subject or {}).items():
+        acc = tables.setdefault(table, dict.fromkeys(COUNTS, 0))
+        acc["rows_seen"] += n
+        acc["removed_no_subject"] += n
     variables: dict[str, dict[str, int]] = {}
     for rows in shard_rows:
         for row in rows:
@@ -56,7 +69,7 @@ def merge_counts(shard_rows: Iterable[list[dict[str, Any]]]) -> dict[str, Any]:
                     continue
                 acc = bucket.setdefault(key, dict.fromkeys(COUNTS, 0))
                 for c in COUNTS:
-                    acc[c] += int(row[c])
+                    acc[c] += int(row.get(c, 0))
     return {"tables": dict(sorted(tables.items())), "variables": dict(sorted(variables.items()))}
 
 

@@ -31,6 +31,7 @@ from medae.ehr.tables import (
     SUBJECT_TABLES,
     TABLES,
     canonical_schema,
+    describe_error,
     detect_layout,
     find_table,
     read_header,
@@ -88,7 +89,7 @@ def ingest_table(item: dict[str, Any]) -> dict[str, Any]:
     if spec.name not in SUBJECT_TABLES:
         with atomic_path(out / f"{spec.name}.parquet") as tmp:
             lf.sort("itemid").sink_parquet(tmp)
-        return {"table": spec.name, "changed_shards": []}
+        return {"table": spec.name, "changed_shards": [], "removed_no_subject": 0}
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=out))
     try:
         lf.with_columns(shard_expr(shards)).sink_parquet(
@@ -101,15 +102,24 @@ def ingest_table(item: dict[str, Any]) -> dict[str, Any]:
             _collect_partition(staging / "parts" / f"shard={shard}", canonical_schema(spec), fresh)
             if _replace_if_changed(fresh, target):
                 changed.append(shard)
-    except pl.exceptions.PolarsError as exc:
+        # rows whose subject_id is empty or not a number land in the null partition
+        no_subject = _count_rows(staging / "parts" / "shard=__HIVE_DEFAULT_PARTITION__")
+    except (pl.exceptions.PolarsError, OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot be read as table '{spec.name}': "
-                        f"{str(exc).splitlines()[0]}") from None
+                        f"{describe_error(exc)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if no_subject:
+        log.warning("%s: %d rows without a valid subject_id dropped", path, no_subject)
     for stale in (out / spec.name).glob("shard_*.parquet"):
         if int(stale.stem.split("_")[1]) >= shards:  # left over from a larger shard count
             stale.unlink()
-    return {"table": spec.name, "changed_shards": changed}
+    return {"table": spec.name, "changed_shards": changed, "removed_no_subject": no_subject}
+
+
+def _count_rows(folder: Path) -> int:
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    return pl.scan_parquet(files).select(pl.len()).collect().item() if files else 0
 
 
 def _plan(params: Any) -> tuple[str, list[dict[str, Any]]]:
@@ -157,16 +167,27 @@ def run(params: Any) -> dict[str, Any]:
     layout, items = _plan(params)
     out, shards = params.path(params.ingest_ehr.out), params.ingest_ehr.shards
     out.mkdir(parents=True, exist_ok=True)
-    previous = load_fingerprints(out).get("tables", {})
+    previous_state = load_fingerprints(out)
+    previous = previous_state.get("tables", {})
     todo = [it for it in items
             if previous.get(it["table"]) != it["fingerprint"]
             or not _outputs_present(out, it["table"], shards)]
     log.info("ingest_ehr: %s layout, %d tables, %d to (re)ingest", layout, len(items), len(todo))
-    results = map_items(ingest_table, todo, params.executor, names=[it["table"] for it in todo],
-                        desc="ingest_ehr tables").values
+    mapped = map_items(ingest_table, todo, params.executor, names=[it["table"] for it in todo],
+                       desc="ingest_ehr tables", on_error="collect")
+    if mapped.failures:  # the file's own message, not the executor's summary of it
+        first = mapped.failures[0].error
+        raise DataError(first.split(": ", 1)[1] if first.startswith("DataError: ") else first)
+    results = [r for r in mapped.values if r]
     _drop_vanished(out, {it["table"] for it in items})
-    save_fingerprints(out, {"layout": layout, "shards": shards,
-                            "tables": {it["table"]: it["fingerprint"] for it in items}})
-    changed = {r["table"]: r["changed_shards"] for r in results if r}
+    dropped = dict(previous_state.get("removed_no_subject", {}))
+    dropped.update({r["table"]: r["removed_no_subject"] for r in results})
+    save_fingerprints(out, {
+        "layout": layout, "shards": shards,
+        "tables": {it["table"]: it["fingerprint"] for it in items},
+        "removed_no_subject": {t: n for t, n in sorted(dropped.items())
+                               if t in {it["table"] for it in items}},
+    })
+    changed = {r["table"]: r["changed_shards"] for r in results}
     return {"layout": layout, "out": str(out), "tables": sorted(it["table"] for it in items),
             "reingested": sorted(changed), "changed_shards": changed}

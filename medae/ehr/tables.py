@@ -139,13 +139,42 @@ def find_table(source: Path, spec: TableSpec, layout: Layout) -> Path | None:
 
 
 def read_header(path: Path) -> list[str]:
-    """Column names of a table file without reading its body."""
-    if path.name.lower().endswith(".parquet"):
-        return list(pl.read_parquet_schema(path))
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:
-        first = fh.readline()
-    return next(csv.reader(io.StringIO(first)), [])
+    """Column names of a table file without reading its body.
+
+    Unreadable files (not gzip, truncated, not UTF-8, not Parquet) raise :class:`DataError`
+    naming the file.
+    """
+    try:
+        if path.name.lower().endswith(".parquet"):
+            return list(pl.read_parquet_schema(path))
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            first = fh.readline()  # bytes: a bad byte further down is not the header's fault
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: header is not valid UTF-8 text") from None
+    except (OSError, EOFError, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"{path}: cannot be read: {describe_error(exc)}") from None
+    return next(csv.reader(io.StringIO(text)), [])
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line about why a file could not be read (no cell values: only the reason).
+
+    >>> describe_error(OSError("Not a gzipped file (b'su')"))
+    'not a gzip file'
+    >>> describe_error(EOFError("Compressed file ended before the end-of-stream marker"))
+    'unexpected end of file (truncated?)'
+    """
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = text.lower()
+    if "gzip" in lowered:
+        return "not a gzip file"
+    if "end of" in lowered or "ended before" in lowered or isinstance(exc, EOFError):
+        return "unexpected end of file (truncated?)"
+    if "utf-8" in lowered or "utf8" in lowered:
+        return "not valid UTF-8 text"
+    return text
 
 
 def resolve_columns(path: Path, header: list[str], spec: TableSpec,

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import json
+import logging
 
+import pytest
 from typer.testing import CliRunner
 
 from medae.cli import app
 
 from .conftest import ROOT
 from .test_layouts import mimic3_source
+
+
+@pytest.fixture(autouse=True)
+def _restore_medae_logger():
+    """The CLI attaches a handler to CliRunner's temporary stderr; drop it afterwards so later
+    tests do not log into a closed stream."""
+    logger = logging.getLogger("medae")
+    before = list(logger.handlers)
+    yield
+    for handler in logger.handlers[:]:
+        if handler not in before:
+            logger.removeHandler(handler)
 
 
 def test_medae_run_ingest_with_set_overrides(tmp_path):

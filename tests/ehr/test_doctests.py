@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["dictionary", "events", "featurize", "meds", "shards", "tables"]
+MODULES = ["dictionary", "dq", "events", "featurize", "meds", "shards", "tables"]
 
 
 @pytest.mark.parametrize("name", MODULES)

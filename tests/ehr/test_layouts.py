@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 from datetime import datetime, timedelta
@@ -114,3 +115,29 @@ def test_unknown_layout_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="cannot tell the layout"):
         detect_layout(tmp_path / "empty")
+
+
+def test_rows_without_subject_are_counted_not_lost(tmp_path):
+    source = mimic3_source(tmp_path / "mimic3")
+    labs = pl.read_csv(source / "LABEVENTS.csv", infer_schema=False)
+    broken = pl.concat([labs, labs.with_columns(SUBJECT_ID=pl.lit(None, pl.String))])
+    write_csv(broken, source / "LABEVENTS.csv")
+    params = ehr_params(tmp_path / "work", source, "ingest_ehr.shards=2")
+    run_stage("ingest_ehr", params)
+    run_stage("clean_ehr", params)
+    labs_dq = json.loads(params.path(params.clean_ehr.report).read_text())["tables"]["labevents"]
+    assert (labs_dq["rows_seen"], labs_dq["removed_no_subject"], labs_dq["rows_written"]) == (
+        2, 1, 1)
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (lambda blob: blob[: len(blob) // 2], "unexpected end of file"),
+    (gzip.decompress, "not a gzip file"),
+])
+def test_unreadable_gzip_is_an_error_naming_the_file(tmp_path, damage, problem):
+    source = mimic3_source(tmp_path / "mimic3")
+    events = source / "CHARTEVENTS.csv.gz"
+    events.write_bytes(damage(events.read_bytes()))
+    params = ehr_params(tmp_path / "work", source)
+    with pytest.raises(DataError, match=rf"CHARTEVENTS\.csv\.gz: .*{problem}"):
+        run_stage("ingest_ehr", params)
