@@ -20,6 +20,7 @@ from medae.errors import ConfigError, UsageError
 from medae.stages import registry
 from tasks.stages import reproduce_stage, training_decision
 
+EVALUATE = "evaluate"  # the stage refresh.evaluate applies to
 GROUPS: dict[str, tuple[str, ...]] = {
     "ehr": ("ingest_ehr", "clean_ehr", "featurize_ehr"),
     "waveforms": ("catalog_waveforms", "window_waveforms"),
@@ -105,6 +106,13 @@ def run_one(plan: dict[str, Any], stage: str, statuses: dict[str, str],
         if not decision.run:
             return StageOutcome(stage, HELD, detail=decision.reason)
         force = force or decision.force
+    if stage == EVALUATE and not unchanged and not force:
+        trained = any(statuses.get(t) == RAN for t in policy.TRAINING_STAGES)
+        evaluated = all((Path(root) / m).exists() for m in plan["stages"][stage]["metrics"])
+        held = policy.decide_evaluation(params.refresh.evaluate, trained, evaluated)
+        if held:
+            logger.info("%s: held - %s", stage, held)
+            return StageOutcome(stage, HELD, detail=held)
     task = reproduce_stage.with_options(
         name=stage, retries=params.refresh.retries,
         retry_delay_seconds=params.refresh.retry_delay_s)

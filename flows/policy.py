@@ -50,6 +50,22 @@ def decide_training(policy: str, champion_age_days: float | None, data_changed: 
                             f"{retrain_every_days:g})")
 
 
+def decide_evaluation(policy: str, trained_now: bool, evaluated_before: bool) -> str | None:
+    """Apply ``refresh.evaluate`` to a changed ``evaluate`` stage: ``None`` lets DVC run it,
+    else the reason it is held.
+
+    >>> decide_evaluation("with_training", trained_now=False, evaluated_before=True)
+    'no model was trained in this refresh (refresh.evaluate: with_training)'
+    >>> decide_evaluation("with_training", trained_now=False, evaluated_before=False) is None
+    True
+    """
+    if policy == "never":
+        return "refresh.evaluate is 'never'"
+    if policy == "with_training" and evaluated_before and not trained_now:
+        return "no model was trained in this refresh (refresh.evaluate: with_training)"
+    return None
+
+
 def champion_age_days(params: Any, modality: str) -> float | None:
     """Days since the champion's MLflow run started; ``None`` when there is no champion."""
     from mlflow.tracking import MlflowClient

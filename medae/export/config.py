@@ -39,10 +39,14 @@ class Refresh(Section):
 
     ``training``: ``if_needed`` (train when no champion exists, or when the training data
     changed and ``retrain_every_days`` passed since the champion's run), ``always`` or ``never``.
+    ``evaluate``: ``with_training`` (default: re-evaluate only in a refresh that trained a
+    model, or when no evaluation exists yet; evaluation retrains its own models, so new data
+    alone should not cost that), ``on_change`` (whenever DVC sees a change) or ``never``.
     ``retries``: retries of a stage after a transient error (lock held, connection reset).
     """
 
     training: Literal["if_needed", "always", "never"] = "if_needed"
+    evaluate: Literal["with_training", "on_change", "never"] = "with_training"
     retrain_every_days: float = Field(default=7.0, ge=0)
     retries: int = Field(default=2, ge=0)
     retry_delay_s: float = Field(default=10.0, ge=0)

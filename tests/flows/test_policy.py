@@ -45,3 +45,14 @@ def test_output_rows_count_tables_not_caches_or_json(tmp_path):
     (tmp_path / "broken.parquet").write_text("not parquet")
     rows = report.output_rows(tmp_path, ("windows", "stats.json", "broken.parquet", "none"))
     assert rows == {"windows": 3}
+
+
+@pytest.mark.parametrize(("mode", "trained", "before", "held"), [
+    ("with_training", False, True, True),    # new data alone: keep the last evaluation
+    ("with_training", True, True, False),    # a model was trained: evaluate it
+    ("with_training", False, False, False),  # no evaluation yet
+    ("on_change", False, True, False),
+    ("never", True, False, True),
+])
+def test_evaluation_policy(mode, trained, before, held):
+    assert (policy.decide_evaluation(mode, trained, before) is not None) is held
