@@ -95,14 +95,14 @@ def add_subjects(project: Path, n: int, seed: int) -> int:
     return len(fresh)
 
 
-def measure_reruns(project: Path, first: float | None, subjects: int, share: float,
-                   remote: Path | None = None) -> None:
+def measure_reruns(project: Path, first: float | None, subjects: int, share: float, *,
+                   seed: int = 1, remote: Path | None = None) -> None:
     """The no-op re-run, then a re-run after adding ``share`` new subjects."""
     remote = remote or project.parent / "medae-dvc-remote"
     ratio = (lambda s: f"{s / first:.2f}x") if first else (lambda s: "")
     noop, what = refresh(project, remote)
     print(f"no-op re-run:  {noop:7.1f} s  {ratio(noop)}  ({what})  target <= 0.20x")
-    added = add_subjects(project, max(1, round(subjects * share)), seed=1)
+    added = add_subjects(project, max(1, round(subjects * share)), seed=seed)
     more, what = refresh(project, remote)
     print(f"+{added} subjects:  {more:7.1f} s  {ratio(more)}  ({what})")
 
@@ -115,9 +115,11 @@ def main() -> None:
     parser.add_argument("--project", type=Path, help="an already refreshed project (e.g. after "
                         "`make demo`): measure only the no-op and the new-subjects runs")
     parser.add_argument("--first-seconds", type=float, help="with --project: its first run")
+    parser.add_argument("--new-seed", type=int, default=1, help="seed of the added subjects")
     args = parser.parse_args()
     if args.project:
-        measure_reruns(args.project.resolve(), args.first_seconds, args.subjects, args.new_share)
+        measure_reruns(args.project.resolve(), args.first_seconds, args.subjects, args.new_share,
+                       seed=args.new_seed)
         return
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="medae-bench-refresh-"))
@@ -131,7 +133,8 @@ def main() -> None:
     remote = base / "remote"
     first, what = refresh(project, remote)
     print(f"first refresh: {first:7.1f} s  1.00x  ({what})")
-    measure_reruns(project, first, args.subjects, args.new_share, remote)
+    measure_reruns(project, first, args.subjects, args.new_share, seed=args.new_seed,
+                   remote=remote)
     if args.keep is None:
         shutil.rmtree(base, ignore_errors=True)
 
