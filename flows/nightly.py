@@ -15,7 +15,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows import PROJECT_ROOT, pipeline, report
+from flows import PROJECT_ROOT, report
 from flows.groups import GROUP_FLOWS, make_plan
 from flows.lock import refresh_lock
 from flows.policy import TRAINING_STAGES
@@ -26,6 +26,7 @@ from tasks.stages import publish_report, push
 
 # Sections the flow itself reads; `medae refresh --set` on them reaches the flow run.
 FLOW_SECTIONS = ("refresh", "dvc", "mlflow", "export_latents")
+PUSH_FAILED = "dvc push FAILED"
 
 
 class RefreshIncomplete(MedaeError):
@@ -57,6 +58,7 @@ def nightly_refresh(stages: list[str] | None = None, force: bool = False,
             done.update({o["stage"]: o["status"] for o in results})
         ok = not any(o["status"] in report.NOT_OK for o in outcomes)
         pushed = push_data(params, ok)
+        ok = ok and not pushed.startswith(PUSH_FAILED)
         summary = summarise(params, plan, outcomes, ok=ok, pushed=pushed, started=started,
                             seconds=time.perf_counter() - t0)
     if not ok:
@@ -70,8 +72,10 @@ def push_data(params: Any, ok: bool) -> str:
         return "off (refresh.push: false)"
     if not ok:
         return "not pushed: refresh incomplete"
-    pipeline.configure_remote(params.root, params.path(params.dvc.remote))
-    return push(str(params.root))
+    state = push(str(params.root), str(params.path(params.dvc.remote)), return_state=True)
+    if state.is_failed():  # still write the report; the refresh then fails on this line
+        return f"{PUSH_FAILED}: {state.result(raise_on_failure=False)}"
+    return state.result()
 
 
 def summarise(params: Any, plan: dict[str, Any], outcomes: list[dict[str, Any]], *, ok: bool,
@@ -106,6 +110,8 @@ def incomplete_message(summary: dict[str, Any]) -> str:
     failed = [f"{n} ({o['detail']})" for n, o in summary["stages"].items()
               if o["status"] == report.FAILED]
     why = f"; first failure: {failed[0]}" if failed else ""
+    if summary["pushed"].startswith(PUSH_FAILED):
+        parts.append(summary["pushed"])
     return f"refresh incomplete - {'; '.join(parts)}{why}; report: {summary['report']}"
 
 

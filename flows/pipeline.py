@@ -155,7 +155,10 @@ def configure_remote(root: Path, url: Path) -> None:
     committed), so the params file stays the one place where the remote is configured."""
     from dvc.repo import Repo
 
-    url.mkdir(parents=True, exist_ok=True)
+    try:
+        url.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedaeError(f"dvc.remote {url}: cannot create the remote folder ({exc})") from None
     with Repo(str(root)) as repo, repo.config.edit("local") as conf:
         conf["remote"]["local"] = {"url": str(url)}
         conf["core"]["remote"] = "local"

@@ -44,8 +44,9 @@ def training_decision(root: str, stage: str, params: Any,
 
 
 @task(name="dvc-push")
-def push(root: str) -> str:
-    """Send every cached output to the DVC remote."""
+def push(root: str, remote: str) -> str:
+    """Point the workspace's default remote at ``remote``, then send every cached output."""
+    pipeline.configure_remote(Path(root), Path(remote))
     return pipeline.push(Path(root))
 
 

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import yaml
 
-from flows.nightly import run_refresh
+from flows.nightly import RefreshIncomplete, run_refresh
 from medae.config import load_params
 from medae.export.latents import read_manifest
 from tests.flows.project import make_project, synth
@@ -108,6 +108,17 @@ def test_second_refresh_skips_every_stage(refreshed):
         STAGES, "skipped")
     assert (project / "dvc.lock").read_bytes() == lock
     assert {p: p.stat().st_mtime_ns for p in parts} == parts
+
+
+def test_failed_push_fails_the_refresh_after_writing_the_report(refreshed, tmp_path):
+    project = refreshed[0]
+    blocker = tmp_path / "remote-is-a-file"
+    blocker.write_text("not a folder")
+    params = load_params(project / "params.yaml", [f"dvc.remote={blocker}"])
+    with pytest.raises(RefreshIncomplete, match="dvc push FAILED") as failure:
+        run_refresh(params, stages=["export_latents"])
+    assert failure.value.summary["stages"]["export_latents"]["status"] == "skipped"
+    assert "dvc push FAILED" in (project / "reports" / "refresh.md").read_text()
 
 
 def test_dvc_checkout_of_an_earlier_lock_restores_the_earlier_latents(refreshed):
