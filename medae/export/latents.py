@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 FINGERPRINTS = "_fingerprints.json"
 MANIFEST = "_manifest.json"
-LINEAGE = ("model_name", "model_version", "mlflow_run_id")
 EHR_KEYS = ("subject_id", "hadm_id", "stay_id", "window_start", "window_end")
 WAVEFORM_KEYS = ("subject_id", "stay_id", "record_name", "channel", "window_start", "window_end",
                  "start_s")
