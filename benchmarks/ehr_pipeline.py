@@ -100,34 +100,56 @@ def floor(source: Path, out: Path) -> None:
             out / f"{path.name.removesuffix('.csv.gz')}.parquet")
 
 
+def _pandas_unit_rules(dictionary) -> tuple:
+    """The dictionary's unit conversions and rules as pandas tables (the same source medae
+    uses, so both sides convert and range-check identically)."""
+    from medae.ehr.dictionary import itemid_frame, rule_frame, unit_frame
+
+    items = itemid_frame(dictionary).to_pandas()[["itemid", "code", "implied_unit"]]
+    return items, unit_frame(dictionary).to_pandas(), rule_frame(dictionary).to_pandas()
+
+
 def pandas_baseline(source: Path, out: Path) -> None:
-    """The same logic the MIMIC-Extract way: read_csv, merge, hourly groupby per stay."""
+    """The same clinical work the MIMIC-Extract way, in pandas: read_csv; keep dictionary
+    itemids; unit conversion from the dictionary's unit table (rows in an unknown unit
+    removed) and its value-decided rules (FiO2 percent, SpO2 fraction); MIMIC-Extract range
+    rules (outliers removed, the rest clipped); de-duplication; labs attached to ICU stays
+    through ``hadm_id`` and charttime within the stay; hourly mean and count per stay and
+    variable; then MIMIC-Extract's simple imputation (mask, forward fill within the stay,
+    train-free global mean, hours since last measurement) and z-scores; static table."""
     import numpy as np
     import pandas as pd
 
-    from medae.ehr.dictionary import itemid_frame, load_dictionary, rule_frame
+    from medae.ehr.dictionary import load_dictionary, normalize_unit
 
-    dictionary = load_dictionary()
-    items = itemid_frame(dictionary).to_pandas()[["itemid", "code"]]
-    rules = rule_frame(dictionary).to_pandas()
+    items, units, rules = _pandas_unit_rules(load_dictionary())
     stays = pd.read_csv(source / "icu" / "icustays.csv.gz",
                         usecols=["subject_id", "hadm_id", "stay_id", "intime", "outtime"],
                         parse_dates=["intime", "outtime"])
     patients = pd.read_csv(source / "hosp" / "patients.csv.gz")
     admissions = pd.read_csv(source / "hosp" / "admissions.csv.gz",
                              parse_dates=["admittime"])
-    cols = ["itemid", "charttime", "valuenum"]
+    cols = ["itemid", "charttime", "valuenum", "valueuom"]
     chart = pd.read_csv(source / "icu" / "chartevents.csv.gz", usecols=["stay_id", *cols],
                         parse_dates=["charttime"])
     labs = pd.read_csv(source / "hosp" / "labevents.csv.gz", usecols=["hadm_id", *cols],
                        parse_dates=["charttime"])
     labs = labs.merge(stays[["hadm_id", "stay_id"]], on="hadm_id").drop(columns="hadm_id")
     events = pd.concat([chart, labs], ignore_index=True).merge(items, on="itemid")
-    fahrenheit = events["itemid"].isin([223761, 678, 679])
-    events.loc[fahrenheit, "valuenum"] = (events.loc[fahrenheit, "valuenum"] - 32) * 5 / 9
-    fio2 = (events["code"] == "VITAL//FIO2") & (events["valuenum"] > 1)
-    events.loc[fio2, "valuenum"] = events.loc[fio2, "valuenum"] / 100
+    events = events[events["valuenum"].notna()]
+    # unit strings normalised once per distinct spelling, as medae does
+    spellings = {u: normalize_unit(u) for u in events["valueuom"].dropna().unique()}
+    events["unit_norm"] = events["implied_unit"].fillna(events["valueuom"].map(spellings))
+    events = events.merge(units, left_on=["code", "unit_norm"],
+                          right_on=["code", "unit_norm"], how="left")
+    known = events["unit_norm"].isna() | events["scale"].notna()
+    events = events[known]
+    events["valuenum"] = (events["valuenum"] * events["scale"].fillna(1.0)
+                          + events["offset"].fillna(0.0))
     events = events.merge(rules, on="code")
+    hit = ((events["rule_above"].notna() & (events["valuenum"] > events["rule_above"]))
+           | (events["rule_at_most"].notna() & (events["valuenum"] <= events["rule_at_most"])))
+    events.loc[hit, "valuenum"] = events.loc[hit, "valuenum"] * events.loc[hit, "rule_scale"]
     keep = events["valuenum"].between(events["outlier_low"], events["outlier_high"])
     events = events[keep]
     events["valuenum"] = events["valuenum"].clip(events["valid_low"], events["valid_high"])
@@ -138,7 +160,17 @@ def pandas_baseline(source: Path, out: Path) -> None:
     events["hour"] = ((events["charttime"] - events["intime"]) / np.timedelta64(1, "h")).astype(
         "int64")
     hourly = events.groupby(["stay_id", "hour", "code"])["valuenum"].agg(["mean", "count"])
-    wide = hourly.unstack("code")
+    means = hourly["mean"].unstack("code")
+    # MIMIC-Extract's simple imputation: mask, forward fill within the stay, global mean,
+    # hours since the last measurement; then z-scores.
+    mask = means.notna().astype("float32")
+    filled = means.groupby(level="stay_id").ffill().fillna(means.mean())
+    hours = pd.Series(means.index.get_level_values("hour"), index=means.index)
+    last_seen = means.notna().mul(hours, axis=0).where(means.notna())
+    since = hours.values[:, None] - last_seen.groupby(level="stay_id").ffill()
+    zscored = (filled - means.mean()) / means.std().replace(0, 1)
+    wide = pd.concat({"value": zscored, "mask": mask, "since": since.fillna(-1),
+                      "count": hourly["count"].unstack("code")}, axis=1)
     wide.columns = [f"{a}__{b}" for a, b in wide.columns]
     static = stays.merge(patients, on="subject_id").merge(admissions, on=["subject_id",
                                                                          "hadm_id"])
