@@ -53,8 +53,12 @@ def setup_logging(verbose: bool = False) -> None:
 def guarded(body: Callable[[], Any]) -> Any:
     """Run a command body, turning medae errors into a one-line message and an exit code."""
     from medae.errors import MedaeError
+    from medae.io import private_umask
 
     try:
+        # Owner-only outputs by default, including files written by Polars sinks, DVC and
+        # MLflow that medae does not open itself (MEDAE_FILE_MODE / MEDAE_DIR_MODE widen it).
+        private_umask()
         return body()
     except MedaeError as exc:
         typer.echo(f"error: {exc}", err=True)
