@@ -12,7 +12,7 @@ Usage::
     .venv/bin/python benchmarks/train_throughput.py --model conv1d --width 1250
     .venv/bin/python benchmarks/train_throughput.py --device cuda --rows 200000
 
-Reports medians over epochs after the first (warm-up).
+Reports medians over epochs after the first (warm-up), then over alternating repeats.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each side")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,13 +110,16 @@ def main() -> None:
     config = ModelChoice.validate_python({"kind": args.model})
     optim = Optim(epochs=args.epochs, batch_size=args.batch_size, device=device,
                   patience=args.epochs + 1)
-    results = {}
-    for name, runner in (("baseline", run_baseline), ("medae", run_medae)):
-        torch.manual_seed(0)
-        results[name] = runner(build_model(config, shape), data, optim)
+    runs: dict[str, list[dict[str, float]]] = {"baseline": [], "medae": []}
+    for _ in range(args.repeats):  # alternate, so load changes on a shared box hit both
+        for name, runner in (("baseline", run_baseline), ("medae", run_medae)):
+            torch.manual_seed(0)
+            runs[name].append(runner(build_model(config, shape), data, optim))
+    results = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+               for name, rs in runs.items()}
     print(f"model={args.model} rows={args.rows} input_dim={shape.input_dim} device={device} "
           f"batch={args.batch_size} threads={torch.get_num_threads()} "
-          f"torch={torch.__version__}")
+          f"torch={torch.__version__} repeats={args.repeats}")
     print(f"{'':10s} {'samples/s':>12s} {'data wait':>10s} {'GPU peak MiB':>13s}")
     for name, r in results.items():
         mem = f"{r['gpu_peak_mem_mib']:.0f}" if "gpu_peak_mem_mib" in r else "n/a"
