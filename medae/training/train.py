@@ -184,17 +184,7 @@ def train_and_register(params: Any, modality: str, section: str, data: Prepared)
                    "best_epoch": result.state.best_epoch + 1,
                    "epochs_run": result.state.epoch}
         mlflow.log_metrics(metrics)
-        artifacts: dict[str, Any] = {
-            "loss_curve.png": lambda p: tracking.loss_curve_png(result.state.history, p),
-            "normalisation.json": data.stats,
-            "config.json": {section: cfg.model_dump(mode="json"),
-                            "shape": data.shape.model_dump(mode="json"),
-                            "data_version": data.data_version, "params_hash": params_hash,
-                            "device": result.device},
-        }
-        if modality == "waveforms":
-            artifacts["reconstruction.png"] = lambda p: reconstruction_plot(model, data.tuning, p)
-        tracking.log_artifacts_dir(artifacts)
+        tracking.log_artifacts_dir(run_artifacts(model, result, data, cfg, section, modality))
         info = tracking.log_model(model, data.tuning, modality)
         version = int(info.registered_model_version)
         run_id = run.info.run_id
@@ -205,6 +195,23 @@ def train_and_register(params: Any, modality: str, section: str, data: Prepared)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model now lives in MLflow
     return {**pointer, **data.counts, "device": result.device,
             "resumed_from_epoch": result.resumed_from}
+
+
+def run_artifacts(model, result, data: Prepared, cfg, section: str,
+                  modality: str) -> dict[str, Any]:
+    """Loss curve, normalisation statistics, resolved config (+ reconstructions for waveforms)."""
+    from medae.training import tracking
+
+    artifacts: dict[str, Any] = {
+        "loss_curve.png": lambda p: tracking.loss_curve_png(result.state.history, p),
+        "normalisation.json": data.stats,
+        "config.json": {section: cfg.model_dump(mode="json"),
+                        "shape": data.shape.model_dump(mode="json"),
+                        "data_version": data.data_version, "device": result.device},
+    }
+    if modality == "waveforms":
+        artifacts["reconstruction.png"] = lambda p: reconstruction_plot(model, data.tuning, p)
+    return artifacts
 
 
 def reconstruction_plot(model, rows: np.ndarray, path: Path) -> None:
