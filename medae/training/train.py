@@ -185,7 +185,7 @@ def train_and_register(params: Any, modality: str, section: str, data: Prepared)
                    "epochs_run": result.state.epoch}
         mlflow.log_metrics(metrics)
         tracking.log_artifacts_dir(run_artifacts(model, result, data, cfg, section, modality))
-        info = tracking.log_model(model, data.tuning, modality)
+        info = tracking.log_model(model, modality)
         version = int(info.registered_model_version)
         run_id = run.info.run_id
     champion = tracking.promote_if_better(modality, version, metrics[tracking.TUNING_METRIC])

@@ -62,6 +62,20 @@ def test_run_logs_params_metrics_and_artifacts(workdir):
     assert not (workdir / "checkpoints" / "waveforms").exists()  # cleaned after registering
 
 
+def test_logged_input_example_is_synthetic_not_patient_rows(workdir):
+    import mlflow
+    from mlflow.models import Model
+
+    params = tiny_params(workdir)
+    summary = run_ehr(params)
+    mlflow.set_tracking_uri(params.mlflow_uri())
+    local = mlflow.artifacts.download_artifacts(artifact_uri=summary["model_uri"])
+    logged = Model.load(local)
+    example = np.asarray(logged.load_input_example(local))
+    assert example.shape == (2, 2 * 6 * 4 + 2) and not example.any()
+    assert logged.signature is not None
+
+
 def test_load_encoder_round_trip_is_deterministic(workdir):
     params = tiny_params(workdir)
     run_ehr(params)
