@@ -42,6 +42,7 @@ def setup_logging(verbose: bool = False) -> None:
     """Library logs at INFO on stderr (Prefect picks them up via PREFECT_LOGGING_EXTRA_LOGGERS)."""
     logger = logging.getLogger("medae")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False  # MLflow adds a root handler; without this every line prints twice
     if not any(getattr(h, "_medae", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
