@@ -45,6 +45,7 @@ class TrainEhr(_Train):
     """``train_ehr``: EHR windows -> MLflow model ``medae-ehr`` + pointer file."""
 
     pointer: str = "models/ehr.json"
+    loss_csv: str = "reports/loss_ehr.csv"  # per-epoch losses for `dvc plots show`
     features: str = "data/features/ehr_windows"
     stats: str = "data/features/ehr_stats.json"
     model: ModelConfig = DenoisingConfig()
@@ -54,6 +55,7 @@ class TrainWaveforms(_Train):
     """``train_waveforms``: one channel's windows -> MLflow model ``medae-waveforms``."""
 
     pointer: str = "models/waveforms.json"
+    loss_csv: str = "reports/loss_waveforms.csv"  # per-epoch losses for `dvc plots show`
     features: str = "data/features/waveform_windows"
     channel: str = "ecg_ii"
     max_nan_frac: float = Field(default=0.1, ge=0, le=1)

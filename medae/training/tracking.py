@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from medae.io import write_json_atomic
+from medae.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,23 @@ def flat_params(prefix: str, obj: Any) -> dict[str, str]:
             out.update(flat_params(f"{prefix}.{key}", value))
         return out
     return {prefix: json.dumps(obj) if isinstance(obj, list | tuple) else str(obj)}
+
+
+def write_loss_csv(history: list[dict[str, float]], path: Path) -> None:
+    """Per-epoch losses as CSV (``epoch,train_loss,tuning_loss,tuning_recon``), the file
+    ``dvc plots show`` draws; written atomically.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "loss.csv"
+    >>> write_loss_csv([{"train_loss": 1.0, "tuning_loss": 2.0, "tuning_recon": 1.5}], p)
+    >>> p.read_text().splitlines()
+    ['epoch,train_loss,tuning_loss,tuning_recon', '1,1.0,2.0,1.5']
+    """
+    keys = ("train_loss", "tuning_loss", "tuning_recon")
+    lines = [",".join(("epoch", *keys))]
+    lines += [",".join([str(i), *(repr(float(h[k])) for k in keys)])
+              for i, h in enumerate(history, start=1)]
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def loss_curve_png(history: list[dict[str, float]], path: Path) -> None:

@@ -192,6 +192,7 @@ def train_and_register(params: Any, modality: str, section: str, data: Prepared)
     pointer = tracking.write_pointer(params.path(cfg.pointer), version=version, run_id=run_id,
                                      metrics=metrics, champion=champion,
                                      data_version=data.data_version, modality=modality)
+    tracking.write_loss_csv(result.state.history, params.path(cfg.loss_csv))
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model now lives in MLflow
     return {**pointer, **data.counts, "device": result.device,
             "resumed_from_epoch": result.resumed_from}

@@ -60,6 +60,11 @@ def test_run_logs_params_metrics_and_artifacts(workdir):
     experiment = client(params).get_experiment(run.info.experiment_id)
     assert experiment.name == "medae-waveforms"
     assert not (workdir / "checkpoints" / "waveforms").exists()  # cleaned after registering
+    # the per-epoch losses DVC plots: one row per epoch, same values as the MLflow metric
+    lines = params.path(params.train_waveforms.loss_csv).read_text().splitlines()
+    assert lines[0] == "epoch,train_loss,tuning_loss,tuning_recon"
+    assert [float(r.split(",")[2]) for r in lines[1:]] == pytest.approx(
+        [m.value for m in sorted(history, key=lambda m: m.step)])
 
 
 def test_logged_input_example_is_synthetic_not_patient_rows(workdir):
