@@ -37,24 +37,17 @@ def test_params_are_frozen():
         params.ingest_ehr.shards = 3
 
 
-def test_unknown_key_names_key_and_file(tmp_path):
-    f = tmp_path / "params.yaml"
-    f.write_text("ingest_ehr:\n  shardz: 4\n")
-    with pytest.raises(ConfigError, match=r"params.yaml: unknown key 'ingest_ehr.shardz'"):
-        load_params(f)
-
-
-def test_unknown_section(tmp_path):
-    f = tmp_path / "p.yaml"
-    f.write_text("ingest_ehrr:\n  shards: 4\n")
-    with pytest.raises(ConfigError, match=r"p.yaml: unknown key 'ingest_ehrr'"):
-        load_params(f)
-
-
-def test_bad_type_names_key(tmp_path):
-    f = tmp_path / "params.yaml"
-    f.write_text("ingest_ehr:\n  shards: many\n")
-    with pytest.raises(ConfigError, match=r"key 'ingest_ehr.shards'.*integer.*'many'"):
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    ("params.yaml", "ingest_ehr:\n  shardz: 4\n",
+     r"params.yaml: unknown key 'ingest_ehr.shardz'"),
+    ("p.yaml", "ingest_ehrr:\n  shards: 4\n", r"p.yaml: unknown key 'ingest_ehrr'"),
+    ("params.yaml", "ingest_ehr:\n  shards: many\n",
+     r"params.yaml: key 'ingest_ehr.shards'.*integer.*'many'"),
+], ids=["unknown_key", "unknown_section", "bad_type"])
+def test_bad_params_file_names_key_and_file(tmp_path, name, text, expected):
+    f = tmp_path / name
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
         load_params(f)
 
 

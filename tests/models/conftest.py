@@ -1,13 +1,3 @@
-"""Tiny models train faster on one thread (no intra-op sync on a shared 2-core machine)."""
+"""Model tests share the training tests' one-torch-thread fixture (autouse)."""
 
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.training.conftest import one_torch_thread  # noqa: F401  (autouse fixture)
