@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from medae.io import read_json
 
 # Terminal states of a stage in one refresh.
 RAN, SKIPPED, HELD, MISSING, BLOCKED, FAILED = (
@@ -55,13 +56,6 @@ def output_rows(root: Path, outs: tuple[str, ...]) -> dict[str, int]:
     return counts
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def flatten_numbers(obj: Any, prefix: str = "") -> dict[str, float]:
     """Numeric leaves of nested dicts as dotted keys.
 
@@ -104,15 +98,15 @@ def dq_summary(report: Any, limit: int = 12) -> dict[str, float]:
 def collect_context(root: Path, metrics: list[str], pointers: list[str],
                     latents: Path) -> dict[str, Any]:
     """DQ summaries, model pointers and latent manifests present after the refresh."""
-    dq = {m: dq_summary(_read_json(root / m)) for m in metrics
+    dq = {m: dq_summary(read_json(root / m)) for m in metrics
           if m not in pointers and (root / m).exists()}
     models = {}
     for p in pointers:
-        pointer = _read_json(root / p)
+        pointer = read_json(root / p)
         if isinstance(pointer, dict):
             models[p] = {k: pointer.get(k) for k in ("model_name", "version", "run_id",
                                                      "champion")}
-    index = _read_json(latents / "_manifest.json")
+    index = read_json(latents / "_manifest.json")
     manifests = {name: {k: m.get(k) for k in ("rows", "files", "model_name", "model_version",
                                               "data_version", "created_at")}
                  for name, m in sorted((index or {}).items()) if isinstance(m, dict)}

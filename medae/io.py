@@ -167,18 +167,17 @@ def _release(where: Path, folder: Path) -> None:
 
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     ensure_dir(path.parent)
+    prefix, suffix = f".{path.name}.{_writer_tag()}", f".tmp{suffix}"
     for _ in range(5):  # a concurrent writer may remove the empty folder between two calls
         where = temporaries_folder(path.parent)
         _sweep_once(where)
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}",
-                                        suffix=f".tmp{suffix}", dir=where)
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=where)
             break
         except FileNotFoundError:
             continue
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}",
-                                    suffix=f".tmp{suffix}", dir=path.parent)
+    else:  # keep losing that race: write beside the target instead
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     return Path(name)
 
@@ -205,6 +204,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
     finally:
         _release(tmp.parent, target.parent)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON file's content, or ``None`` when it is missing, unreadable or torn (state files:
+    fingerprints, manifests, reports; a lost one only costs a recompute).
+
+    >>> read_json("/nonexistent/_fingerprints.json") is None
+    True
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, streamed in 1 MiB blocks (content, not mtime: DVC checkouts
+    touch mtimes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from medae.io import write_json_atomic
+from medae.io import file_digest, read_json, write_json_atomic
 
 FINGERPRINTS = "_fingerprints.json"
 # Knuth's multiplicative constant: a stable, well-mixed hash of integer ids that does not
@@ -43,15 +43,6 @@ def shard_name(shard: int) -> str:
     return f"shard_{shard:04d}"
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (content, not mtime: DVC checkouts touch mtimes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def digest(*parts: Any) -> str:
     """A short stable hash of JSON-able parts.
 
@@ -68,13 +59,7 @@ def files_digest(paths: Iterable[Path]) -> str:
 
 
 def load_fingerprints(out: Path) -> dict[str, Any]:
-    path = out / FINGERPRINTS
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:  # a torn file only costs a full recompute
-        return {}
+    return read_json(out / FINGERPRINTS) or {}  # a lost or torn file costs a full recompute
 
 
 def save_fingerprints(out: Path, fingerprints: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError
-from medae.io import atomic_dir, write_json_atomic
+from medae.io import atomic_dir, file_digest, read_json, write_json_atomic
 from medae.privacy.protection import Protection
 
 log = logging.getLogger(__name__)
@@ -158,15 +158,6 @@ def meds_events(latents: pl.DataFrame) -> pl.DataFrame:
     ).sort("subject_id", "time", "code", maintain_order=True, nulls_last=False)
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, streamed in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def iter_windows(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
     """Stream a windows Parquet file in batches of at most ``batch_rows`` rows."""
     try:
@@ -208,10 +199,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    return read_json(path) or {}
 
 
 def read_manifest(table_dir: Path) -> dict[str, Any]:

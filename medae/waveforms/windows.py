@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError
-from medae.io import atomic_path, ensure_dir, write_json_atomic
+from medae.io import atomic_path, ensure_dir, read_json, write_json_atomic
 from medae.waveforms.beats import (
     beat_quality,
     cut_beats,
@@ -481,10 +481,7 @@ def _jobs(params, catalog, stays_by_subject):
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    return read_json(path) or {}
 
 
 def run(params) -> dict[str, Any]:
