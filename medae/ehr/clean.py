@@ -14,6 +14,7 @@ untouched; its counts and codes come from ``<out>/_fingerprints.json``.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ from typing import Any
 import polars as pl
 
 from medae.ehr.dictionary import load_dictionary
-from medae.ehr.dq import count_flags, merge_counts, write_report
+from medae.ehr.dq import count_flags, future_rows, late_events, merge_counts, write_report
 from medae.ehr.events import (
     MEDS_SCHEMA,
     RAW_PREFIX,
     apply_dictionary,
     assign_stays,
+    flag_before_admission,
     sort_and_flag_duplicates,
     source_events,
     structural_events,
@@ -40,7 +42,7 @@ from medae.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 KEEP_COLUMNS = [*MEDS_SCHEMA.names(), "table", "var", "f_converted", "f_unknown_unit",
                 "f_outlier", "f_clipped", "f_text_only", "f_no_time", "f_error"]
 
@@ -57,29 +59,54 @@ def clean_shard(item: dict[str, Any]) -> dict[str, Any]:
     """Clean one shard and write its MEDS file (module-level: runs in executor workers)."""
     raw, out, shard = Path(item["raw"]), Path(item["out"]), int(item["shard"])
     dictionary = load_dictionary(item["dictionary"])
-    stays = _scan(raw, "icustays", shard)
+    stays, admissions = _scan(raw, "icustays", shard), _scan(raw, "admissions", shard)
     events = pl.concat([source_events(_scan(raw, t, shard), t) for t in RAW_PREFIX])
     flagged = apply_dictionary(events, dictionary).select(KEEP_COLUMNS)
     removed = (pl.col("f_outlier") | pl.col("f_unknown_unit") | pl.col("f_no_time")
                | pl.col("f_error"))
-    carried = [*MEDS_SCHEMA.names(), "table", "var", "f_outside_stay"]
-    source_rows = assign_stays(flagged.filter(~removed), stays).select(carried)
-    structural = structural_events(_scan(raw, "patients", shard),
-                                   _scan(raw, "admissions", shard), stays).with_columns(
-        table=pl.lit(None, pl.String), var=pl.lit(None, pl.String), f_outside_stay=False)
+    carried = [*MEDS_SCHEMA.names(), "table", "var", "f_outside_stay", "f_before_admission"]
+    source_rows = flag_before_admission(assign_stays(flagged.filter(~removed), stays),
+                                        admissions).select(carried)
+    structural = structural_events(_scan(raw, "patients", shard), admissions,
+                                   stays).with_columns(
+        table=pl.lit(None, pl.String), var=pl.lit(None, pl.String), f_outside_stay=False,
+        f_before_admission=False)
     ordered = sort_and_flag_duplicates(pl.concat([source_rows, structural.select(carried)],
                                                  how="vertical_relaxed"))
-    counts_plan = count_flags(flagged, ordered.filter(pl.col("table").is_not_null()))
+    kept = ordered.filter(pl.col("table").is_not_null())
+    discharged = admissions.select(pl.col("dischtime").max()).collect().item()
+    counts_plan = count_flags(flagged, kept)
+    late_plan = late_events(kept, _late_bound(discharged, item["max_event_time"]))
     meds_plan = ordered.filter(~pl.col("f_duplicate")).select(MEDS_SCHEMA.names())
     # One plan: flagged and sorted events are computed once for the counts and the store.
     # A shard fits in memory by design; the in-memory engine sorts and joins it about 1.5x
     # faster than the streaming one (measured: 0.22 vs 0.43 CPU s for the sort alone).
-    counts, meds = pl.collect_all([counts_plan, meds_plan], engine="in-memory")
+    counts, late, meds = pl.collect_all([counts_plan, late_plan, meds_plan], engine="in-memory")
     target = out / "data" / f"{shard_name(shard)}.parquet"
     with atomic_path(target) as tmp:
         meds.write_parquet(tmp)
     return {"dq": counts.to_dicts(), "codes": meds["code"].unique().sort().to_list(),
-            "rows": meds.height, "subjects": meds["subject_id"].n_unique()}
+            "rows": meds.height, "subjects": meds["subject_id"].n_unique(),
+            "latest_discharge": discharged.isoformat() if discharged else None,
+            "late": [{**r, "time": r["time"].isoformat()} for r in late.to_dicts()]}
+
+
+def _late_bound(discharged: datetime | None, max_event_time: str | None) -> datetime | None:
+    """Events after this may be in the future of the whole source: the earlier of this shard's
+    latest discharge (the source's reference is at least that) and the configured bound."""
+    bounds = [t for t in (discharged, max_event_time and datetime.fromisoformat(max_event_time))
+              if t is not None]
+    return min(bounds) if bounds else None
+
+
+def _time_reference(cfg: Any, entries: dict[str, Any]) -> dict[str, Any]:
+    """The time after which events count as ``time_in_future``, and where it came from."""
+    if cfg.max_event_time is not None:
+        return {"max_event_time": cfg.max_event_time.isoformat(),
+                "source": "clean_ehr.max_event_time"}
+    latest = [e["latest_discharge"] for e in entries.values() if e["latest_discharge"]]
+    return {"max_event_time": max(latest, key=datetime.fromisoformat) if latest else None,
+            "source": "latest admissions.dischtime"}
 
 
 def _raw_state(params: Any) -> tuple[Path, dict[str, Any]]:
@@ -90,9 +117,10 @@ def _raw_state(params: Any) -> tuple[Path, dict[str, Any]]:
     return raw, state
 
 
-def _shard_fingerprint(raw: Path, shard: int, dictionary_digest: str) -> str:
+def _shard_fingerprint(raw: Path, shard: int, dictionary_digest: str,
+                      max_event_time: str | None) -> str:
     files = [raw / t / f"{shard_name(shard)}.parquet" for t in SUBJECT_TABLES]
-    return digest(files_digest(files), dictionary_digest, FORMAT_VERSION)
+    return digest(files_digest(files), dictionary_digest, FORMAT_VERSION, max_event_time)
 
 
 def _etl_version() -> str:
@@ -125,17 +153,19 @@ def run(params: Any) -> dict[str, Any]:
     out = params.path(cfg.out)
     dictionary = load_dictionary(params.path(cfg.dictionary) if cfg.dictionary else None)
     previous = load_fingerprints(out).get("shards", {})
+    max_event_time = cfg.max_event_time.isoformat() if cfg.max_event_time else None
     entries: dict[str, Any] = {}
     todo = []
     for shard in range(shards):
         name = shard_name(shard)
-        fp = _shard_fingerprint(raw, shard, dictionary.digest)
+        fp = _shard_fingerprint(raw, shard, dictionary.digest, max_event_time)
         old = previous.get(name)
         if old and old["fingerprint"] == fp and (out / "data" / f"{name}.parquet").exists():
             entries[name] = old
         else:
             todo.append({"raw": str(raw), "out": str(out), "shard": shard, "fingerprint": fp,
-                         "dictionary": dictionary.path if cfg.dictionary else None})
+                         "dictionary": dictionary.path if cfg.dictionary else None,
+                         "max_event_time": max_event_time})
     log.info("clean_ehr: %d shards, %d to recompute", shards, len(todo))
     results = map_items(clean_shard, todo, params.executor,
                         names=[shard_name(t["shard"]) for t in todo], desc="clean_ehr shards")
@@ -145,9 +175,13 @@ def run(params: Any) -> dict[str, Any]:
         if stale.stem not in entries:
             stale.unlink()
     splits = _write_metadata(params, raw, out, dictionary, entries)
-    report = merge_counts((e["dq"] for e in entries.values()),
+    reference = _time_reference(cfg, entries)
+    limit = reference["max_event_time"] and datetime.fromisoformat(reference["max_event_time"])
+    future = future_rows((r for e in entries.values() for r in e["late"]), limit)
+    report = merge_counts([*(e["dq"] for e in entries.values()), future],
                           ingested=[t for t in RAW_PREFIX if t in raw_state["tables"]],
                           no_subject=raw_state.get("removed_no_subject", {}))
+    report["time_reference"] = reference
     report["splits"] = dict(sorted(splits.group_by("split").len().iter_rows()))
     report["dictionary"] = {"path": dictionary.path, "version": dictionary.version,
                             "digest": dictionary.digest}

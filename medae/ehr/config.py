@@ -1,5 +1,6 @@
 """params.yaml sections of the EHR stages."""
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
@@ -20,7 +21,12 @@ class IngestEhr(Section):
 
 
 class CleanEhr(Section):
-    """MEDS store, DQ report, variable dictionary (null = the packaged one) and splits."""
+    """MEDS store, DQ report, variable dictionary (null = the packaged one) and splits.
+
+    ``max_event_time``: events later than this are counted as ``time_in_future`` in the DQ
+    report (kept in the store); null = the latest ``admissions.dischtime`` of the source, so
+    the count never depends on the wall clock (MIMIC dates are shifted into 2100-2200).
+    """
 
     out: str = "data/interim/meds"
     report: str = "reports/dq_ehr.json"
@@ -29,6 +35,7 @@ class CleanEhr(Section):
     split_seed: int = 0
     train_fraction: float = Field(default=0.8, gt=0, lt=1)
     tuning_fraction: float = Field(default=0.1, ge=0, lt=1)
+    max_event_time: datetime | None = None
 
 
 class FeaturizeEhr(Section):

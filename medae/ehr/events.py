@@ -2,7 +2,7 @@
 
 The clean stage chains them per shard: :func:`source_events` (one frame for labs, charts and
 outputs), :func:`apply_dictionary` (codes, units, ranges, text values; flags what it removes),
-:func:`assign_stays`, then :func:`sort_and_flag_duplicates` (with
+:func:`assign_stays`, :func:`flag_before_admission`, then :func:`sort_and_flag_duplicates` (with
 :func:`structural_events`). Flags stay as boolean
 columns until the end so the data-quality report counts exactly what was filtered.
 """
@@ -179,6 +179,24 @@ def assign_stays(events: pl.LazyFrame, stays: pl.LazyFrame) -> pl.LazyFrame:
         f_outside_stay=~inside,
     )
     return lf.drop("_stay", "_hadm", "intime", "outtime")  # in time order: to_meds sorts
+
+
+def flag_before_admission(events: pl.LazyFrame, admissions: pl.LazyFrame) -> pl.LazyFrame:
+    """Flag ``f_before_admission`` on events timed before the ``admittime`` of their
+    ``hadm_id`` (false when the event names no admission or the admission is unknown).
+
+    >>> from datetime import datetime as dt
+    >>> ev = pl.LazyFrame({"hadm_id": [7, 7, None], "time": [dt(2100, 1, 1), dt(2100, 1, 3),
+    ...     dt(2100, 1, 1)]}, schema_overrides={"hadm_id": pl.Int64})
+    >>> adm = pl.LazyFrame({"hadm_id": [7], "admittime": [dt(2100, 1, 2)]})
+    >>> flag_before_admission(ev, adm).collect()["f_before_admission"].to_list()
+    [True, False, False]
+    """
+    # one admittime per hadm_id, so a repeated admissions row cannot duplicate events
+    admitted = admissions.group_by("hadm_id").agg(pl.col("admittime").min().alias("_admit"))
+    return events.join(admitted, on="hadm_id", how="left").with_columns(
+        f_before_admission=(pl.col("time") < pl.col("_admit")).fill_null(False),
+    ).drop("_admit")
 
 
 def sort_and_flag_duplicates(events: pl.LazyFrame) -> pl.LazyFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import polars as pl
 
@@ -117,3 +118,54 @@ def test_windows_on_demo(demo_run):
     assert (windows["values"].list.len() == width).all()
     assert windows["label_mortality"].is_in([0, 1]).all()
     assert summaries["featurize_ehr"]["windows_written"] == windows.height
+
+
+def _admissions(mimic_demo) -> pl.DataFrame:
+    return pl.read_csv(mimic_demo / "hosp" / "admissions.csv.gz", infer_schema=False).select(
+        pl.col("hadm_id").cast(pl.Int64), pl.col("admittime").str.to_datetime(time_unit="us"),
+        pl.col("dischtime").str.to_datetime(time_unit="us"))
+
+
+def _source_events(store: pl.DataFrame) -> pl.DataFrame:
+    structural = pl.col("code").str.starts_with("GENDER//") | pl.col("code").is_in(
+        ["MEDS_BIRTH", "MEDS_DEATH", "HOSPITAL_ADMISSION", "HOSPITAL_DISCHARGE",
+         "ICU_ADMISSION", "ICU_DISCHARGE"])
+    return store.filter(~structural)
+
+
+def test_before_admission_and_future_counts(demo_run, mimic_demo):
+    """Counted from the source independently: kept in the store, so no removal changes."""
+    params, _ = demo_run
+    report = _report(params)
+    admissions = _admissions(mimic_demo)
+    latest = admissions["dischtime"].max()
+    assert report["time_reference"] == {"max_event_time": latest.isoformat(),
+                                        "source": "latest admissions.dischtime"}
+    events = _source_events(_store(params)).join(admissions, on="hadm_id", how="left")
+    early = events.filter(pl.col("time") < pl.col("admittime")).height
+    late = events.filter(pl.col("time") > latest).height
+    tables = report["tables"].values()
+    assert sum(t["before_admission"] for t in tables) == early > 1000  # ED labs, mostly
+    assert sum(t["time_in_future"] for t in tables) == late == 2
+    assert report["tables"]["labevents"]["time_in_future"] == 2
+    md = params.path(params.clean_ehr.report).with_suffix(".md").read_text()
+    assert "before_admission" in md and f"later than {latest.isoformat()}" in md
+
+
+def test_max_event_time_param_moves_the_reference(demo_run, tmp_path):
+    """A configured bound replaces the latest discharge; only the report changes."""
+    from medae.stages import run_stage
+
+    params, _ = demo_run
+    bound = "2150-01-01T00:00:00"
+    fresh = params.model_copy(update={"clean_ehr": params.clean_ehr.model_copy(update={
+        "out": str(tmp_path / "meds"), "report": str(tmp_path / "dq_ehr.json"),
+        "max_event_time": datetime.fromisoformat(bound)})})
+    run_stage("clean_ehr", fresh)
+    report = json.loads((tmp_path / "dq_ehr.json").read_text())
+    assert report["time_reference"] == {"max_event_time": bound,
+                                        "source": "clean_ehr.max_event_time"}
+    store = _source_events(_store(params))
+    late = store.filter(pl.col("time") > datetime.fromisoformat(bound)).height
+    assert sum(t["time_in_future"] for t in report["tables"].values()) == late > 2
+    assert _store(fresh).equals(_store(params))
