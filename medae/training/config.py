@@ -9,6 +9,7 @@ from medae.models.config import (
     Conv1dConfig,
     DenoisingConfig,
     ModelConfig,
+    MultimodalVaeConfig,
 )
 
 # Record names are strings; `--set evaluate.test_records=[118,119]` gives ints: accept both.
@@ -63,6 +64,28 @@ class TrainWaveforms(_Train):
     tuning_fraction: float = Field(default=0.1, gt=0, lt=1)  # records without a known subject
     held_out_fraction: float = Field(default=0.1, ge=0, lt=1)
     model: ModelConfig = Conv1dConfig()
+
+
+class TrainMultimodal(_Train):
+    """``train_multimodal``: EHR windows fused with the ``channel`` waveform windows of the same
+    stay and time (:mod:`medae.training.pairs`) -> MLflow model ``medae-multimodal``."""
+
+    pointer: str = "models/multimodal.json"
+    loss_csv: str = "reports/loss_multimodal.csv"  # per-epoch losses for `dvc plots show`
+    ehr_features: str = "data/features/ehr_windows"
+    ehr_stats: str = "data/features/ehr_stats.json"
+    wave_features: str = "data/features/waveform_windows"
+    channel: str = "ecg_ii"  # the one waveform channel fused with the EHR window
+    max_nan_frac: float = Field(default=0.1, ge=0, le=1)
+    # Wave-only rows: windows of linked stays that have no EHR window, at most this many per
+    # stay (evenly spaced in time; 0 = none), so that long recordings do not swamp the EHR rows.
+    wave_only_per_stay: int = Field(default=8, ge=0)
+    splits: str = "data/interim/meds/metadata/subject_splits.parquet"  # wave-only rows' split
+    tuning_fraction: float = Field(default=0.1, gt=0, lt=1)  # subjects not in the splits file
+    held_out_fraction: float = Field(default=0.1, ge=0, lt=1)
+    model: ModelConfig = MultimodalVaeConfig(hidden=(128,), latent_dim=16)
+    # Small by default: the demo refresh must stay cheap (docs/models.md has the figures).
+    optim: Optim = Optim(epochs=10, patience=3)
 
 
 class Evaluate(Section):

@@ -6,7 +6,9 @@ the three can never disagree about the layout:
 - EHR row: ``[values (T*V) | mask (T*V) | static]`` (``delta`` is not used: hiding an entry
   for the imputation evaluation would require recomputing it);
 - waveform row: the window's samples (one channel, fixed length; NaN kept, the model treats
-  non-finite samples as unobserved).
+  non-finite samples as unobserved);
+- multimodal row: ``[EHR row | waveform row | has_ehr | has_waveform]``, zeros and flag 0 where a
+  modality is missing (which windows go together: :mod:`medae.training.pairs`).
 """
 
 from __future__ import annotations
@@ -85,6 +87,33 @@ def waveform_shape(width: int, channel: str | None = None) -> Shape:
     return Shape(input_dim=width, target_dim=width, input_kind="waveform", channel=channel)
 
 
+def multimodal_inputs(ehr: np.ndarray, wave: np.ndarray, has_ehr: np.ndarray,
+                      has_wave: np.ndarray) -> np.ndarray:
+    """Rows ``[ehr | wave | has_ehr | has_wave]``; a missing modality's part becomes zeros.
+
+    ``ehr`` and ``wave`` hold one row per output row (anything where the flag is 0).
+
+    >>> multimodal_inputs(np.array([[1.0], [2.0]]), np.array([[5.0, 6.0], [np.nan, 0.0]]),
+    ...                   np.array([True, True]), np.array([True, False])).tolist()
+    [[1.0, 5.0, 6.0, 1.0, 1.0], [2.0, 0.0, 0.0, 1.0, 0.0]]
+    """
+    flags = np.stack([has_ehr, has_wave], axis=1).astype(np.float32)
+    parts = [np.where(flags[:, :1] > 0, ehr, 0.0), np.where(flags[:, 1:] > 0, wave, 0.0), flags]
+    return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+
+
+def multimodal_shape(ehr_width: int, n_values: int, n_bins: int, wave_width: int,
+                     channel: str) -> Shape:
+    """The :class:`Shape` of :func:`multimodal_inputs` rows (EHR target and mask first).
+
+    >>> multimodal_shape(6, 2, 1, 5, "ecg_ii").input_dim
+    13
+    """
+    return Shape(input_dim=ehr_width + wave_width + 2, target_dim=n_values,
+                 mask_offset=n_values, bins=n_bins, input_kind="multimodal",
+                 wave_dim=wave_width, channel=channel)
+
+
 def best_device() -> str:
     """CUDA, then Apple MPS, then CPU."""
     import torch
@@ -110,7 +139,8 @@ class Encoder:
 
     @property
     def channel(self) -> str | None:
-        """The waveform channel the model was trained on (None for EHR models)."""
+        """The waveform channel the model was trained on (None for EHR models; the fused
+        channel for multimodal ones)."""
         return self.model.shape.channel
 
     @property

@@ -1,8 +1,10 @@
-"""Stages ``train_ehr`` and ``train_waveforms``: windows -> fitted model in the MLflow registry.
+"""Stages ``train_ehr``, ``train_waveforms`` and ``train_multimodal``: windows -> fitted model
+in the MLflow registry.
 
 Each stage: load the train and tuning rows (the same input builders export uses), fit the
 normalisation on train, train with :func:`medae.training.loop.fit`, log everything to MLflow,
 register ``medae-<modality>``, move ``champion`` only on improvement, write the pointer file.
+The multimodal rows pair EHR and waveform windows by :mod:`medae.training.pairs`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import polars as pl
 
 from medae.errors import DataError
 from medae.models.config import Shape
+from medae.training import pairs
 from medae.training.encode import (
     ehr_inputs,
     ehr_shape,
+    multimodal_shape,
     waveform_inputs,
     waveform_shape,
 )
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 
 EHR_COLUMNS = ("subject_id", "stay_id", "window_start", "split", "values", "mask", "static")
 WAVE_COLUMNS = ("subject_id", "record_name", "channel", "start_s", "values", "q_nan_frac")
+LINKED_WAVE_COLUMNS = (*WAVE_COLUMNS, "stay_id", "window_start", "fs")  # pairing needs the time
 
 
 @dataclass
@@ -42,8 +47,8 @@ class Prepared:
     shape: Shape
     data_version: str
     stats: dict[str, Any]  # fitted normalisation statistics (logged as an artifact)
-    shift: float | None = None
-    scale: float | None = None
+    shift: float | np.ndarray | None = None  # a scalar, or one value per input column
+    scale: float | np.ndarray | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -77,20 +82,31 @@ def read_ehr_windows(folder: Path) -> pl.DataFrame:
     return lf.collect().sort("subject_id", "stay_id", "window_start")
 
 
-def load_ehr(params: Any) -> Prepared:
-    cfg = params.train_ehr
-    folder, stats_path = params.path(cfg.features), params.path(cfg.stats)
+def read_ehr_stats(stats_path: Path) -> dict[str, Any]:
     if not stats_path.exists():
         raise DataError(f"{stats_path}: EHR statistics not found; run `medae run featurize_ehr`")
-    stats = json.loads(stats_path.read_text())
-    df = read_ehr_windows(folder)
+    return json.loads(stats_path.read_text())
+
+
+def ehr_target_width(df: pl.DataFrame, stats: dict[str, Any], folder: Path,
+                     stats_path: Path) -> int:
+    """n_bins x variables from the statistics, checked against the windows' ``values``."""
     n_values = int(stats["n_bins"]) * len(stats["variables"])
-    rows = {s: ehr_inputs(df.filter(pl.col("split") == s)) for s in ("train", "tuning")}
-    train = rows["train"][: cfg.max_rows] if cfg.max_rows else rows["train"]
     width = df["values"].list.len().max()
     if width != n_values:
         raise DataError(f"{folder}: column 'values' has {width} entries per window but "
                         f"{stats_path.name} describes {n_values} (n_bins x variables)")
+    return n_values
+
+
+def load_ehr(params: Any) -> Prepared:
+    cfg = params.train_ehr
+    folder, stats_path = params.path(cfg.features), params.path(cfg.stats)
+    stats = read_ehr_stats(stats_path)
+    df = read_ehr_windows(folder)
+    rows = {s: ehr_inputs(df.filter(pl.col("split") == s)) for s in ("train", "tuning")}
+    train = rows["train"][: cfg.max_rows] if cfg.max_rows else rows["train"]
+    n_values = ehr_target_width(df, stats, folder, stats_path)
     shape = ehr_shape(train.shape[1], n_values, int(stats["n_bins"]))
     files = parquet_files(folder, "featurize_ehr") + [stats_path]
     return Prepared(train, rows["tuning"], shape, data_version(files), stats,
@@ -119,18 +135,27 @@ def assign_splits(df: pl.DataFrame, splits_file: Path, tuning: float,
     return df.with_columns(fallback.alias("split"))
 
 
-def load_waveforms(params: Any) -> Prepared:
-    cfg = params.train_waveforms
-    folder = params.path(cfg.features)
+def read_channel_windows(folder: Path, channel: str, max_nan_frac: float,
+                         columns: tuple[str, ...] = WAVE_COLUMNS,
+                         linked_only: bool = False) -> tuple[pl.DataFrame, list[Path]]:
+    """The ``channel`` windows passing ``max_nan_frac`` (optionally only those linked to a
+    stay), sorted by record and time, and the files they came from."""
     files = parquet_files(folder, "window_waveforms")
     lf = pl.scan_parquet(files)
-    require_columns(lf, WAVE_COLUMNS, str(folder))
-    df = (lf.filter((pl.col("channel") == cfg.channel)
-                    & (pl.col("q_nan_frac").fill_null(0.0) <= cfg.max_nan_frac))
-          .select(*WAVE_COLUMNS).collect().sort("record_name", "start_s"))
+    require_columns(lf, columns, str(folder))
+    lf = lf.filter((pl.col("channel") == channel)
+                   & (pl.col("q_nan_frac").fill_null(0.0) <= max_nan_frac))
+    df = (pairs.linked(lf) if linked_only else lf).select(*columns).collect()
     if df.height == 0:
-        raise DataError(f"{folder}: no '{cfg.channel}' windows with q_nan_frac <= "
-                        f"{cfg.max_nan_frac}")
+        which = "linked to a stay (stay_id and window_start set) " if linked_only else ""
+        raise DataError(f"{folder}: no '{channel}' windows {which}with q_nan_frac <= "
+                        f"{max_nan_frac}")
+    return df.sort("record_name", "start_s"), files
+
+
+def load_waveforms(params: Any) -> Prepared:
+    cfg = params.train_waveforms
+    df, files = read_channel_windows(params.path(cfg.features), cfg.channel, cfg.max_nan_frac)
     df = assign_splits(df, params.path(cfg.splits), cfg.tuning_fraction, cfg.held_out_fraction)
     train = waveform_inputs(df.filter(pl.col("split") == "train"))
     tuning = waveform_inputs(df.filter(pl.col("split") == "tuning"))
@@ -145,6 +170,65 @@ def load_waveforms(params: Any) -> Prepared:
     return Prepared(train, tuning, waveform_shape(train.shape[1], cfg.channel),
                     data_version(files), stats, shift, scale,
                     counts={"train_rows": len(train), "tuning_rows": len(tuning)})
+
+
+def multimodal_table(ehr: pl.DataFrame, wave: pl.DataFrame, cfg: Any,
+                     splits_file: Path) -> pl.DataFrame:
+    """Every model row: ``split``, ``ehr_row`` and ``wave_row`` (null = modality missing).
+
+    EHR rows keep their window's split; wave-only rows get their subject's split (as the EHR
+    side does), see :func:`assign_splits`.
+    """
+    spans = pairs.wave_spans(wave)
+    paired = pairs.pair_ehr_windows(ehr, spans).with_columns(split=ehr["split"])
+    lone = pairs.wave_only_windows(ehr, spans, cfg.wave_only_per_stay)
+    lone = assign_splits(lone, splits_file, cfg.tuning_fraction, cfg.held_out_fraction)
+    return pl.concat([paired.select("split", "ehr_row", "wave_row"),
+                      lone.select("split", pl.lit(None, pairs.ROW).alias("ehr_row"),
+                                  "wave_row")])
+
+
+def wave_normalisation(wave: np.ndarray, shape: Shape) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Per-column shift and scale of multimodal rows: identity on the EHR part (already
+    z-scored by featurize_ehr) and the flags, the train waveform mean and std on the wave part.
+    """
+    shift, scale = np.zeros(shape.input_dim, np.float32), np.ones(shape.input_dim, np.float32)
+    mean, std = (float(np.nanmean(wave)), float(np.nanstd(wave))) if len(wave) else (0.0, 1.0)
+    part = slice(shape.input_dim - shape.wave_dim - 2, shape.input_dim - 2)
+    shift[part], scale[part] = mean, std
+    return shift, scale, {"wave_mean": mean, "wave_std": std}
+
+
+def load_multimodal(params: Any) -> Prepared:
+    cfg = params.train_multimodal
+    ehr_folder, stats_path = params.path(cfg.ehr_features), params.path(cfg.ehr_stats)
+    stats = read_ehr_stats(stats_path)
+    ehr = read_ehr_windows(ehr_folder)
+    if ehr.height == 0:
+        raise DataError(f"{ehr_folder}: no EHR windows; run `medae run featurize_ehr`")
+    n_values = ehr_target_width(ehr, stats, ehr_folder, stats_path)
+    wave, wave_files = read_channel_windows(params.path(cfg.wave_features), cfg.channel,
+                                            cfg.max_nan_frac, LINKED_WAVE_COLUMNS,
+                                            linked_only=True)
+    table = multimodal_table(ehr, wave, cfg, params.path(cfg.splits))
+    ehr_rows, wave_rows = ehr_inputs(ehr), waveform_inputs(wave)
+    split_rows = {s: table.filter(pl.col("split") == s) for s in ("train", "tuning")}
+    if cfg.max_rows:
+        split_rows["train"] = split_rows["train"].head(cfg.max_rows)
+    shape = multimodal_shape(ehr_rows.shape[1], n_values, int(stats["n_bins"]),
+                             wave_rows.shape[1], cfg.channel)
+    train_wave = split_rows["train"]["wave_row"].drop_nulls().to_numpy()
+    shift, scale, wave_stats = wave_normalisation(wave_rows[train_wave], shape)
+    counts = pairs.pairing_counts(table)
+    log.info("multimodal rows: %d with both modalities, %d EHR only, %d waveform only",
+             counts["rows_both"], counts["rows_ehr_only"], counts["rows_wave_only"])
+    counts |= {f"{s}_rows": rows.height for s, rows in split_rows.items()}
+    files = parquet_files(ehr_folder, "featurize_ehr") + [stats_path] + wave_files
+    return Prepared(pairs.gather_rows(split_rows["train"], ehr_rows, wave_rows),
+                    pairs.gather_rows(split_rows["tuning"], ehr_rows, wave_rows), shape,
+                    data_version(files), {"channel": cfg.channel, "fitted_on": "train",
+                                          **wave_stats, **counts},
+                    shift, scale, counts)
 
 
 def train_and_register(params: Any, modality: str, section: str, data: Prepared):
@@ -234,3 +318,8 @@ def run_ehr(params: Any) -> dict[str, Any]:
 def run_waveforms(params: Any) -> dict[str, Any]:
     """Stage ``train_waveforms``."""
     return train_and_register(params, "waveforms", "train_waveforms", load_waveforms(params))
+
+
+def run_multimodal(params: Any) -> dict[str, Any]:
+    """Stage ``train_multimodal``."""
+    return train_and_register(params, "multimodal", "train_multimodal", load_multimodal(params))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medae.config import load_params
-from tests.training.tables import write_ehr, write_waveforms
+from tests.training.tables import write_ehr, write_linked_waveforms, write_waveforms
 
 TINY_OPTIM = ["optim.epochs=3", "optim.batch_size=32", "optim.lr=0.003", "optim.device=cpu",
               "system_metrics=false"]
@@ -31,12 +31,23 @@ def tiny_params(root: Path, *extra: str):
     return load_params(Path(__file__).resolve().parents[2] / "params.yaml", [*sets, *extra])
 
 
+def multimodal_params(root: Path, *extra: str):
+    """:func:`tiny_params` with ``train_multimodal`` on the linked tiny tables in ``root``."""
+    sets = [f"ehr_features={root}/ehr_windows", f"ehr_stats={root}/ehr_stats.json",
+            f"wave_features={root}/linked_waveform_windows",
+            f"pointer={root}/models/multimodal.json", f"checkpoint_dir={root}/checkpoints",
+            f"loss_csv={root}/loss_multimodal.csv", f"splits={root}/no_splits.parquet",
+            "model={kind: multimodal_vae, hidden: [32], latent_dim: 4}", *TINY_OPTIM]
+    return tiny_params(root, *(f"train_multimodal.{s}" for s in sets), *extra)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """EHR and waveform windows written once per session (read-only for the tests)."""
     root = tmp_path_factory.mktemp("tiny_data")
-    write_ehr(root / "ehr_windows", root / "ehr_stats.json")
+    ehr = write_ehr(root / "ehr_windows", root / "ehr_stats.json")
     write_waveforms(root / "waveform_windows")
+    write_linked_waveforms(root / "linked_waveform_windows", ehr)
     return root
 
 
@@ -53,7 +64,7 @@ def mlflow_template(tmp_path_factory) -> Path:
 @pytest.fixture
 def workdir(tmp_path: Path, tiny_data: Path, mlflow_template: Path) -> Path:
     """A tmp project folder: links to the session's tiny tables, its own MLflow store."""
-    for name in ("ehr_windows", "ehr_stats.json", "waveform_windows"):
+    for name in ("ehr_windows", "ehr_stats.json", "waveform_windows", "linked_waveform_windows"):
         (tmp_path / name).symlink_to(tiny_data / name)
     shutil.copy(mlflow_template, tmp_path / "mlflow.db")
     return tmp_path

@@ -87,3 +87,59 @@ def write_waveforms(folder: Path, **kwargs) -> pl.DataFrame:
     for name, part in df.group_by("record_name", maintain_order=True):
         part.write_parquet(folder / f"{name[0]}.parquet")
     return df
+
+
+WAVE_ONLY_STAYS = (5000, 5001, 5002, 5003)  # linked stays with no EHR window
+
+
+def linked_waveform_windows(ehr: pl.DataFrame, length: int = 128, fs: float = 64.0,
+                            wave_only_windows: int = 10, seed: int = 0) -> pl.DataFrame:
+    """``ecg_ii`` windows (``length / fs`` s long) linked to the stays of ``ehr``, by the
+    stay's position ``i`` in the stay order:
+
+    - ``i % 4 in (0, 3)``: two windows inside every EHR window (+1 h, then +2 h);
+    - ``i % 4 == 1``: one window inside the first EHR window, one straddling the second's end;
+    - ``i % 4 == 2``: none (EHR-only stays);
+
+    plus ``wave_only_windows`` windows 10 s apart for each of :data:`WAVE_ONLY_STAYS`, one
+    unlinked window (no ``stay_id``) and a ``ppg`` copy of every window (another channel).
+    """
+    rng = np.random.default_rng(seed)
+    stays = ehr.select("subject_id", "stay_id").unique().sort("stay_id").rows()
+    starts = dict(ehr.group_by("stay_id").agg(pl.col("window_start").sort()).rows())
+    ends = dict(ehr.group_by("stay_id").agg(pl.col("window_end").sort()).rows())
+    span = dt.timedelta(seconds=length / fs)
+    times: list[tuple[int, int | None, dt.datetime]] = []
+    for i, (subject, stay) in enumerate(stays):
+        if i % 4 in (0, 3):
+            times += [(subject, stay, s + dt.timedelta(hours=h)) for s in starts[stay]
+                      for h in (2, 1)]  # written later-first: the pairing must sort by time
+        elif i % 4 == 1:
+            times += [(subject, stay, starts[stay][0] + dt.timedelta(minutes=30)),
+                      (subject, stay, ends[stay][1] - span / 2)]
+    for k, stay in enumerate(WAVE_ONLY_STAYS):
+        times += [(9000 + k, stay, dt.datetime(2151, 1, 1) + dt.timedelta(seconds=10 * w))
+                  for w in range(wave_only_windows)]
+    times.append((9999, None, dt.datetime(2150, 1, 1, 1)))
+    rows = []
+    t = np.arange(length) / fs
+    for n, (subject, stay, start) in enumerate(times):
+        x = np.sin(2 * np.pi * rng.uniform(1.0, 2.0) * t + rng.uniform(0, 2 * np.pi))
+        x = (x + rng.normal(scale=0.05, size=length)).astype(np.float32)
+        for channel in ("ecg_ii", "ppg"):
+            rows.append({"subject_id": subject, "record_name": f"rec{stay}", "channel": channel,
+                         "window_start": start, "start_s": float(n), "fs": fs, "stay_id": stay,
+                         "values": x.tolist(), "q_nan_frac": 0.0, "q_flat_frac": 0.0,
+                         "q_clip_frac": 0.0, "q_range": 2.0, "q_beat": None})
+    return pl.DataFrame(rows, schema_overrides={
+        "values": LIST, "window_start": pl.Datetime("us"), "stay_id": pl.Int64,
+        "q_nan_frac": pl.Float32, "q_flat_frac": pl.Float32, "q_clip_frac": pl.Float32,
+        "q_range": pl.Float32, "q_beat": pl.Float32}, infer_schema_length=None)
+
+
+def write_linked_waveforms(folder: Path, ehr: pl.DataFrame, **kwargs) -> pl.DataFrame:
+    df = linked_waveform_windows(ehr, **kwargs)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in df.group_by("record_name", maintain_order=True):
+        part.write_parquet(folder / f"{name[0]}.parquet")
+    return df

@@ -1,0 +1,139 @@
+"""train_multimodal: pairing EHR and waveform windows, the stage, encoding a missing modality."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from medae.config import Params
+from medae.errors import DataError
+from medae.training import pairs
+from medae.training.config import TrainMultimodal
+from medae.training.encode import ehr_inputs, waveform_inputs
+from medae.training.train import (
+    LINKED_WAVE_COLUMNS,
+    multimodal_table,
+    read_channel_windows,
+    read_ehr_windows,
+)
+from tests.training.tables import WAVE_ONLY_STAYS
+
+# The stage needs its params section in medae.config.Params (owned by the lead).
+needs_section = pytest.mark.skipif("train_multimodal" not in Params.model_fields,
+                                   reason="medae.config.Params has no train_multimodal yet")
+EHR_WIDTH, WAVE_WIDTH = 6 * 4 * 2 + 2, 128  # tables.ehr_windows: 6 bins x 4 variables, 2 static
+
+
+@pytest.fixture(scope="module")
+def paired(tiny_data):
+    """The tiny tables as the stage reads them, and their multimodal rows (4 wave-only/stay)."""
+    ehr = read_ehr_windows(tiny_data / "ehr_windows")
+    wave, _ = read_channel_windows(tiny_data / "linked_waveform_windows", "ecg_ii", 0.1,
+                                   LINKED_WAVE_COLUMNS, linked_only=True)
+    table = multimodal_table(ehr, wave, TrainMultimodal(wave_only_per_stay=4),
+                             tiny_data / "no_splits.parquet")
+    return ehr, wave, table
+
+
+def test_pairing_counts_follow_the_rule(paired):
+    ehr, wave, table = paired
+    # 60 stays x 3 windows: 30 stays with a window in each, 15 with one in the first window
+    # only (the other straddles the second window's end), 15 without; 4 wave-only stays of
+    # 10 windows thinned to 4 each (every 3rd); the unlinked and ppg windows are never used.
+    assert pairs.pairing_counts(table) == {"rows_both": 105, "rows_ehr_only": 75,
+                                           "rows_wave_only": 16}
+    assert table.height == ehr.height + 16
+    assert set(table["split"].unique()) <= {"train", "tuning", "held_out"}
+
+
+def test_each_ehr_window_gets_the_first_waveform_window_inside_its_span(paired):
+    ehr, wave, table = paired
+    both = table.head(ehr.height).filter(pl.col("wave_row").is_not_null())
+    e, w = ehr[both["ehr_row"].to_list()], wave[both["wave_row"].to_list()]
+    assert (e["stay_id"] == w["stay_id"]).all()
+    assert (w["window_start"] >= e["window_start"]).all()
+    offsets = pl.DataFrame({"kind": (e["stay_id"] - 3000) % 4,
+                            "offset": w["window_start"] - e["window_start"]})
+    # Two windows per EHR window: the +1 h one, though written after the +2 h one; the stays
+    # with a window in the first EHR window only: its +30 min window.
+    assert dict(offsets.group_by("kind").agg(pl.col("offset").unique()).rows()) == {
+        0: [dt.timedelta(hours=1)], 3: [dt.timedelta(hours=1)], 1: [dt.timedelta(minutes=30)]}
+
+
+def test_wave_only_rows_come_from_stays_without_ehr_windows_evenly_spaced(paired):
+    _, wave, table = paired
+    lone = wave[table.filter(pl.col("ehr_row").is_null())["wave_row"].to_list()]
+    assert sorted(set(lone["stay_id"].to_list())) == list(WAVE_ONLY_STAYS)
+    first = dt.datetime(2151, 1, 1)
+    assert sorted({int((t - first).total_seconds()) for t in lone["window_start"]}) == [
+        0, 30, 60, 90]
+
+
+def test_rows_put_each_modality_in_its_slot_with_flags(paired):
+    ehr, wave, table = paired
+    rows = pairs.gather_rows(table, ehr_inputs(ehr), waveform_inputs(wave))
+    assert rows.shape == (table.height, EHR_WIDTH + WAVE_WIDTH + 2)
+    assert rows.dtype == np.float32
+    kinds = {"both": (True, True), "ehr_only": (True, False), "wave_only": (False, True)}
+    for name, (has_e, has_w) in kinds.items():
+        pick = table.with_row_index("i").filter(
+            pl.col("ehr_row").is_not_null() == has_e, pl.col("wave_row").is_not_null() == has_w)
+        i = int(pick["i"][0])
+        row = rows[i]
+        assert row[-2:].tolist() == [float(has_e), float(has_w)], name
+        ehr_part, wave_part = row[:EHR_WIDTH], row[EHR_WIDTH:-2]
+        expect_e = ehr_inputs(ehr[int(pick["ehr_row"][0]):][:1])[0] if has_e else 0.0
+        expect_w = waveform_inputs(wave[int(pick["wave_row"][0]):][:1])[0] if has_w else 0.0
+        np.testing.assert_array_equal(ehr_part, np.broadcast_to(expect_e, ehr_part.shape))
+        np.testing.assert_array_equal(wave_part, np.broadcast_to(expect_w, wave_part.shape))
+
+
+def test_unlinked_waveforms_are_refused_naming_the_folder(tiny_data):
+    # tables.waveform_windows: no stay_id, no window_start, so nothing to pair with.
+    with pytest.raises(DataError, match=r"waveform_windows: no 'ecg_ii' windows linked to a "
+                                        r"stay \(stay_id and window_start set\)"):
+        read_channel_windows(tiny_data / "waveform_windows", "ecg_ii", 0.1,
+                             LINKED_WAVE_COLUMNS, linked_only=True)
+
+
+@needs_section
+def test_stage_trains_registers_champion_and_encodes_a_missing_modality(workdir):
+    from mlflow import MlflowClient
+
+    from medae.training.encode import load_encoder
+    from medae.training.train import run_multimodal
+    from tests.training.conftest import multimodal_params
+
+    params = multimodal_params(workdir)
+    summary = run_multimodal(params)
+    assert (summary["model_uri"], summary["champion"]) == ("models:/medae-multimodal/1", True)
+    assert (summary["rows_both"], summary["rows_ehr_only"], summary["rows_wave_only"]) == (
+        105, 75, 20)  # default wave_only_per_stay 8: every 2nd of 10 windows
+    pointer = json.loads((workdir / "models" / "multimodal.json").read_text())
+    assert pointer == {k: summary[k] for k in ("model_uri", "model_name", "version", "run_id",
+                                               "metrics", "champion", "data_version")}
+    client = MlflowClient(tracking_uri=params.mlflow_uri(), registry_uri=params.mlflow_uri())
+    assert client.get_model_version_by_alias("medae-multimodal", "champion").version == "1"
+    run = client.get_run(summary["run_id"])
+    assert run.data.params["model.kind"] == "multimodal_vae"
+    assert client.get_experiment(run.info.experiment_id).name == "medae-multimodal"
+    losses = (workdir / "loss_multimodal.csv").read_text().splitlines()
+    assert losses[0] == "epoch,train_loss,tuning_loss,tuning_recon" and len(losses) == 4
+
+    encoder = load_encoder("models:/medae-multimodal@champion", device="cpu")
+    assert (encoder.input_kind, encoder.channel, encoder.latent_dim) == ("multimodal",
+                                                                         "ecg_ii", 4)
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(3, EHR_WIDTH + WAVE_WIDTH + 2)).astype(np.float32)
+    rows[:, -2:] = [[1, 1], [1, 0], [0, 1]]  # both, EHR only, waveform only
+    z = encoder.encode(rows)
+    assert z.shape == (3, 4) and np.isfinite(z).all()
+    # A missing modality's slots are ignored, whatever they hold (NaN included).
+    garbled = rows.copy()
+    garbled[1, EHR_WIDTH:-2], garbled[2, :EHR_WIDTH] = np.nan, 1e6
+    np.testing.assert_array_equal(encoder.encode(garbled)[1:], z[1:])
+    assert not np.allclose(z[0], z[1]) and not np.allclose(z[0], z[2])
