@@ -23,6 +23,7 @@ from medae.errors import DataError
 from medae.io import atomic_path
 from medae.waveforms.channels import canonical_channel
 from medae.waveforms.headers import read_header
+from medae.waveforms.privacy import FOLDER, RECORD, hide_record, show_record
 from medae.waveforms.reader import layout_segments
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,20 @@ def _is_multi_segment(header_file: Path) -> bool:
             if line.strip() and not line.lstrip().startswith("#"):
                 return "/" in line.split()[0]
     return False
+
+
+def catalog_folder_item(job: FolderJob) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """:func:`catalog_folder` as an executor item: a failure's message hides the folder's
+    path and subject id (the executor logs it); the stage puts the path back in the
+    quarantine table."""
+    try:
+        return catalog_folder(job)
+    except Exception as exc:  # noqa: BLE001 - the folder is quarantined, the run goes on
+        folder = Path(job.folder)
+        subject = subject_id(folder, Path(job.source), job.pattern) if folder != Path(
+            job.source) else None
+        raise DataError(hide_record(f"{type(exc).__name__}: {exc}".splitlines()[0],
+                                    job.folder, subject, FOLDER)) from None
 
 
 def catalog_folder(job: FolderJob) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
@@ -227,18 +242,27 @@ def build_catalog(source: Path, pattern: str,
     if executor is None or len(folders) < 64:
         executor = ExecutorConfig(workers=1, progress=False)
     jobs = [FolderJob(str(f), str(source), pattern) for f in folders]
-    names = [str(f.relative_to(source)) for f in folders]
-    result = map_items(catalog_folder, jobs, executor, names=names, desc="catalog_waveforms",
-                       on_error="collect")
+    # Logs name a folder by its number in the walk: MIMIC folder names embed subject ids.
+    labels = [f"folder #{i}" for i in range(len(folders))]
+    paths = {label: str(f.relative_to(source)) for label, f in zip(labels, folders, strict=True)}
+    result = map_items(catalog_folder_item, jobs, executor, names=labels,
+                       desc="catalog_waveforms", on_error="collect")
     rows, quarantine = [], []
     for value in result.values:
         if value is not None:
             rows.extend(value[0])
             quarantine.extend(value[1])
-    quarantine += [{"path": f.name, "reason": f"folder failed: {f.error}"}
+    quarantine += [{"path": paths[f.name],
+                    "reason": f"folder failed: {show_record(f.error, paths[f.name], FOLDER)}"}
                    for f in result.failures]
     catalog = pl.DataFrame(rows, schema=CATALOG_SCHEMA).sort("path")
     return catalog, pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA).sort("path")
+
+
+def _hidden_reason(row: dict[str, str], source: Path, pattern: str) -> str:
+    """A quarantine reason fit for a log line: the record's path and subject id hidden."""
+    return hide_record(row["reason"], row["path"], subject_id(source / row["path"], source,
+                                                              pattern), RECORD)
 
 
 def _relative(message: str, source: Path) -> str:
@@ -260,8 +284,10 @@ def run(params) -> dict[str, Any]:
                                         params.executor)
     write_parquet_atomic(catalog, params.path(cfg.out))
     write_parquet_atomic(quarantine, params.path(cfg.quarantine))
-    for row in quarantine.iter_rows(named=True):
-        log.warning("quarantined %s: %s", row["path"], row["reason"])
+    for index, row in enumerate(quarantine.iter_rows(named=True)):
+        # By row number, never by path: MIMIC record and folder names embed subject ids.
+        log.warning("quarantined record (row %d of %s): %s", index, cfg.quarantine,
+                    _hidden_reason(row, source.resolve(), params.waveforms.subject_pattern))
     missing = int(catalog["n_segments_missing"].sum()) if catalog.height else 0
     log.info("catalog: %d records, %d quarantined, %d segments without data",
              catalog.height, quarantine.height, missing)

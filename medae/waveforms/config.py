@@ -58,6 +58,14 @@ class WindowWaveforms(Section):
     max_flat_frac: float = Field(0.2, ge=0, le=1)
     max_clip_frac: float = Field(0.05, ge=0, le=1)
     min_range: dict[str, float] = {"ecg": 0.05, "abp": 5.0}
+    # Physiological limits per kind, in the channel's physical units (mV, mmHg): a window with
+    # more than max_out_of_range_frac of its native samples outside is dropped as
+    # out_of_range (a wrong ADC gain or unit gives plausible-looking z-scored windows
+    # otherwise). Kinds not listed (ppg, resp: arbitrary units) are not checked.
+    physical_range: dict[str, tuple[float, float]] = {
+        "ecg": (-20.0, 20.0), "abp": (-50.0, 400.0), "pressure": (-50.0, 400.0),
+        "co2": (-10.0, 150.0)}
+    max_out_of_range_frac: float = Field(0.01, ge=0, le=1)
     min_q_beat: float = Field(0.5, ge=0, le=1)
     normalize: Literal["zscore", "robust", "none"] = "zscore"
     beats: bool = True  # also write fixed-length beats of one ECG lead per record

@@ -71,6 +71,8 @@ def read_header(path: str | Path) -> tuple[Any, str | None]:
     """
     path = Path(path)
     header_file = path.with_name(path.name + ".hea")
+    if header_file.is_file():
+        _check_sampling_frequency(header_file)
     try:
         return _rdheader(path), None
     except FileNotFoundError:
@@ -88,6 +90,40 @@ def read_header(path: str | Path) -> tuple[Any, str | None]:
             except Exception:  # noqa: BLE001 - fall through to the original error
                 pass
     raise DataError(f"{header_file}: malformed header ({_scrub(first_error)})")
+
+
+def sampling_frequency_problem(text: str) -> str | None:
+    """What is wrong with the record line's sampling frequency, or ``None`` when it is fine
+    or absent (WFDB then defaults to 250 Hz).
+
+    wfdb's record-line pattern skips a token it cannot parse as a rate and silently uses
+    250 Hz with 0 samples, so the rate is checked here on the text itself.
+
+    >>> sampling_frequency_problem("r 2 fast 7200\\n")
+    "sampling frequency 'fast' is not a number"
+    >>> sampling_frequency_problem("r 2 360/360(0) 7200\\n") is None
+    True
+    >>> sampling_frequency_problem("r 2 0 7200\\n")
+    'sampling frequency 0 is not a positive number'
+    """
+    found = _split_record_line(text)
+    if found is None or len(found[2]) < 3:
+        return None
+    token = found[2][2]
+    rate = token.split("/", 1)[0]  # "fs/counter_freq(base_counter)"
+    try:
+        value = float(rate)
+    except ValueError:
+        return f"sampling frequency {token[:20]!r} is not a number"
+    if not 0 < value < float("inf"):
+        return f"sampling frequency {rate} is not a positive number"
+    return None
+
+
+def _check_sampling_frequency(header_file: Path) -> None:
+    problem = sampling_frequency_problem(header_file.read_text(encoding="latin-1"))
+    if problem is not None:
+        raise DataError(f"{header_file}: {problem}")
 
 
 def _scrub(message: str) -> str:

@@ -22,6 +22,10 @@ from medae.waveforms.headers import read_header, readable_record
 
 log = logging.getLogger(__name__)
 
+# Bytes per group of samples of each uncompressed WFDB format (212 packs 2 samples in 3 bytes,
+# 310/311 pack 3 in 4); FLAC formats (508, 516, 524) are absent: their size says nothing.
+PACKING = {"8": (1, 1), "80": (1, 1), "16": (2, 1), "61": (2, 1), "160": (2, 1), "24": (3, 1),
+           "32": (4, 1), "212": (3, 2), "310": (4, 3), "311": (4, 3)}
 # Bits per sample of each WFDB storage format (the invalid-sample sentinel is -2**(bits-1)).
 FORMAT_BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12,
                "310": 10, "311": 10, "508": 8, "516": 16, "524": 24}
@@ -40,6 +44,7 @@ class Segment:
     samps_per_frame: tuple[int, ...]
     repaired: bool = False  # its header needed the tolerant fallback (read via a fixed copy)
     data_files: tuple[str, ...] = ()
+    extra_frames: int = 0  # whole frames in the data files beyond the header's length
 
     def fs(self, i: int) -> float:
         return self.frame_fs * self.samps_per_frame[i]
@@ -127,7 +132,42 @@ def _segment(header, path: Path, start: int, repaired: bool) -> Segment:
     spf = tuple(int(s or 1) for s in (header.samps_per_frame or [1] * n_sig))
     return Segment(str(path), path.name, start, int(header.sig_len or 0), float(header.fs),
                    tuple(header.sig_name or []), spf, repaired,
-                   tuple(sorted(set(header.file_name or []))))
+                   tuple(sorted(set(header.file_name or []))),
+                   extra_frames(header, path.parent))
+
+
+def frames_in_file(size: int, fmt: str, samples_per_frame: int, byte_offset: int = 0) -> int:
+    """Whole frames a data file of ``size`` bytes holds (-1 when its format is compressed).
+
+    >>> frames_in_file(7200 * 3, "212", 2)  # 2 signals in format 212: 3 bytes a frame
+    7200
+    >>> frames_in_file(10, "16", 1, byte_offset=2), frames_in_file(10, "516", 1)
+    (4, -1)
+    """
+    if fmt not in PACKING or samples_per_frame <= 0:
+        return -1
+    group_bytes, group_samples = PACKING[fmt]
+    return max(0, size - byte_offset) // group_bytes * group_samples // samples_per_frame
+
+
+def extra_frames(header, folder: Path) -> int:
+    """Frames the data files hold beyond the header's declared length (0 when they hold no
+    more, or their size cannot tell). wfdb reads only the declared frames and ignores the
+    rest without a word, so this is what the data-quality report states instead."""
+    n_frames = int(header.sig_len or 0)
+    files: dict[str, list[int]] = {}
+    for i, name in enumerate(header.file_name or []):
+        files.setdefault(name, []).append(i)
+    extra = 0
+    for name, signals in files.items():
+        file = folder / name
+        if not file.is_file():
+            continue
+        spf = sum(int((header.samps_per_frame or [1] * (i + 1))[i] or 1) for i in signals)
+        offset = int((header.byte_offset or [0] * (signals[0] + 1))[signals[0]] or 0)
+        held = frames_in_file(file.stat().st_size, str(header.fmt[signals[0]]), spf, offset)
+        extra = max(extra, held - n_frames)
+    return extra
 
 
 def _clip_bounds(header, i: int) -> tuple[int, int, int]:

@@ -52,11 +52,12 @@ from medae.waveforms.dsp import (
     rational_ratio,
     resample_runs,
 )
+from medae.waveforms.privacy import hide_record, show_record
 from medae.waveforms.reader import Chunk, Segment, iter_chunks, record_segments
 
 log = logging.getLogger(__name__)
 
-DROP_REASONS = ("gap", "clipping", "flat", "low_amplitude", "beat_quality")
+DROP_REASONS = ("gap", "clipping", "out_of_range", "flat", "low_amplitude", "beat_quality")
 FINGERPRINTS = "_fingerprints.json"
 # Dictionary-encoding float arrays is slow and useless; byte-stream-split + fast zstd makes
 # the values column both quicker to write and smaller.
@@ -125,12 +126,18 @@ class RecordReport:
     beats: int = 0
     skipped_segments: list[dict[str, str]] = field(default_factory=list)
     skipped_channels: dict[str, str] = field(default_factory=dict)
+    # Set only when they apply, so a clean record's entry keeps its usual keys.
+    data_longer_than_header: int = 0  # frames in the data files past the declared length
+    empty_record: bool = False  # the header declares no samples at all
 
     def as_dict(self) -> dict[str, Any]:
         dropped_total = Counter()
         for counts in self.dropped.values():
             dropped_total.update(counts)
-        return {
+        notes = {key: value for key, value in (
+            ("data_longer_than_header", self.data_longer_than_header),
+            ("empty_record", self.empty_record)) if value}
+        return {**notes,
             "windows_produced": sum(self.produced.values()),
             "windows_dropped": {r: dropped_total.get(r, 0) for r in DROP_REASONS},
             "channels": {c: {"produced": self.produced.get(c, 0),
@@ -161,13 +168,15 @@ def drop_reasons(q: dict[str, np.ndarray], kind: str, cfg: WindowWaveforms) -> n
     """The first failed check of each window as an index into DROP_REASONS, -1 when kept.
 
     >>> cfg = WindowWaveforms()
-    >>> q = {"nan": np.array([0.0, 0.1, 0.0]), "flat": np.array([0.0, 0.0, 0.5]),
-    ...      "clip": np.zeros(3), "range": np.ones(3), "beat": np.ones(3)}
-    >>> drop_reasons(q, "ecg", cfg).tolist()
-    [-1, 0, 2]
+    >>> q = {"nan": np.array([0.0, 0.1, 0.0, 0.0]), "flat": np.array([0.0, 0.0, 0.5, 0.0]),
+    ...      "clip": np.zeros(4), "out": np.array([0.0, 0.0, 0.0, 1.0]), "range": np.ones(4),
+    ...      "beat": np.ones(4)}
+    >>> [DROP_REASONS[r] if r >= 0 else "kept" for r in drop_reasons(q, "ecg", cfg)]
+    ['kept', 'gap', 'flat', 'out_of_range']
     """
     max_nan = 0.0 if cfg.gap_policy == "drop" else cfg.max_nan_frac
-    checks = [q["nan"] > max_nan, q["clip"] > cfg.max_clip_frac, q["flat"] > cfg.max_flat_frac,
+    checks = [q["nan"] > max_nan, q["clip"] > cfg.max_clip_frac,
+              q["out"] > cfg.max_out_of_range_frac, q["flat"] > cfg.max_flat_frac,
               q["range"] < cfg.min_range.get(kind, -np.inf),
               (q["beat"] < cfg.min_q_beat) if kind == "ecg" else np.zeros(len(q["nan"]), bool)]
     failed = np.vstack(checks)
@@ -187,6 +196,20 @@ def window_starts(chunk: Chunk, frame_fs: float, plan: ChannelPlan, n_out: int) 
     return starts[(starts >= 0) & (starts + plan.window <= n_out)]
 
 
+def outside_range(x: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
+    """Samples outside the physiological ``limits`` (NaN is a gap, not out of range).
+
+    >>> outside_range(np.array([0.5, 25.0, np.nan, -30.0]), (-20.0, 20.0)).tolist()
+    [False, True, False, True]
+    >>> outside_range(np.array([1e9]), None).tolist()
+    [False]
+    """
+    if limits is None:
+        return np.zeros(len(x), bool)
+    with np.errstate(invalid="ignore"):
+        return (x < limits[0]) | (x > limits[1])
+
+
 @dataclass
 class ChannelResult:
     """The kept windows of one signal in one chunk, their quality and the drop counts."""
@@ -201,11 +224,12 @@ class ChannelResult:
 def score_windows(x: np.ndarray, clipped: np.ndarray, y: np.ndarray, z: np.ndarray,
                   starts: np.ndarray, plan: ChannelPlan,
                   cfg: WindowWaveforms) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Quality indices of each window (``nan``, ``flat``, ``clip``, ``range``, ``beat``) and,
-    for ECG, the R peaks found on the resampled signal ``y``.
+    """Quality indices of each window (``nan``, ``flat``, ``clip``, ``out``, ``range``,
+    ``beat``) and, for ECG, the R peaks found on the resampled signal ``y``.
 
-    Flat lines and clipping are found on the native samples ``x`` (exact digital values) and
-    mapped onto the output grid; NaN fraction and range come from the filtered signal ``z``.
+    Flat lines, clipping and physiologically impossible values (``out``) are found on the
+    native samples ``x`` (exact values, before filtering hides an offset) and mapped onto the
+    output grid; NaN fraction and range come from the filtered signal ``z``.
     """
     idx = nearest_index(len(z), plan.fs_in, plan.fs_out, len(x))
     flat = flat_mask(x, max(2, int(cfg.flat_min_s.get(plan.kind, 2.0) * plan.fs_in)))
@@ -214,6 +238,8 @@ def score_windows(x: np.ndarray, clipped: np.ndarray, y: np.ndarray, z: np.ndarr
         q = {"nan": window_fraction(~np.isfinite(z), starts, plan.window),
              "flat": window_fraction(flat[idx], starts, plan.window),
              "clip": window_fraction(clipped[idx], starts, plan.window),
+             "out": window_fraction(outside_range(x, cfg.physical_range.get(plan.kind))[idx],
+                                    starts, plan.window),
              "range": np.nan_to_num(np.nanmax(windows, axis=1) - np.nanmin(windows, axis=1))
              if len(starts) else np.empty(0)}
     if plan.kind != "ecg":
@@ -243,7 +269,7 @@ def process_channel(x: np.ndarray, clipped: np.ndarray, plan: ChannelPlan, chunk
     t0 = (seg.start_frame + chunk.frame0) / seg.frame_fs
     result = ChannelResult(
         starts_s=t0 + starts[keep] / plan.fs_out, values=values,
-        quality={k: v[keep].astype(np.float32) for k, v in q.items()},
+        quality={k: v[keep].astype(np.float32) for k, v in q.items() if k != "out"},
         reasons=Counter(DROP_REASONS[r] for r in reason[~keep]))
     if want_beats and peaks is not None:
         native = peaks_to_native(peaks, plan.fs_out, x, plan.fs_in)
@@ -367,8 +393,10 @@ def process_record(job: RecordJob) -> dict[str, Any]:
     returns its data-quality report."""
     path = Path(job.path)
     segments, skipped, _ = record_segments(path)
-    report = RecordReport(skipped_segments=[{"segment": s.name, "reason": s.reason}
-                                            for s in skipped])
+    report = RecordReport(
+        skipped_segments=[{"segment": s.name, "reason": s.reason} for s in skipped],
+        data_longer_than_header=sum(s.extra_frames for s in segments),
+        empty_record=not skipped and sum(s.n_frames for s in segments) == 0)
     # Reference annotations index the single-segment record's own sample line.
     reference = (load_reference(path, job.cfg.reference_annotation)
                  if len(segments) == 1 and segments[0].path == str(path) else None)
@@ -377,6 +405,18 @@ def process_record(job: RecordJob) -> dict[str, Any]:
         for seg in segments:
             _process_segment(job, seg, writer, beat_writer, reference, report)
     return report.as_dict()
+
+
+def window_record(job: RecordJob) -> dict[str, Any]:
+    """:func:`process_record` as an executor item: a failure's message hides the record's
+    path and subject id (the executor logs it), and the stage puts the path back in the DQ
+    report."""
+    try:
+        return process_record(job)
+    except Exception as exc:  # noqa: BLE001 - every failure quarantines the record
+        message = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
+        raise DataError(hide_record(message.splitlines()[0] if message else "",
+                                    job.path, job.subject_id)) from None
 
 
 def _process_segment(job: RecordJob, seg: Segment, writer, beat_writer, reference,
@@ -466,10 +506,10 @@ def _jobs(params, catalog, stays_by_subject):
     source = params.path(params.waveforms.source).resolve()
     params_hash = params.section_hash("waveforms", "window_waveforms")
     seen: dict[str, str] = {}
-    for row in catalog.sort("path").iter_rows(named=True):
+    for index, row in enumerate(catalog.sort("path").iter_rows(named=True)):
         name = row["record_name"]
         if name in seen:
-            yield name, None, f"duplicate record name (also at {seen[name]})", None
+            yield index, row, None, f"duplicate record name (also at {seen[name]})", None
             continue
         seen[name] = row["path"]
         stays = stays_by_subject.get(row["subject_id"], ()) if row["subject_id"] is not None \
@@ -477,7 +517,7 @@ def _jobs(params, catalog, stays_by_subject):
         job = RecordJob(name, str(source / row["path"]), row["subject_id"], row["base_datetime"],
                         stays, cfg, str(out / f"{name}.parquet"),
                         str(beats_out / f"{name}.parquet") if cfg.beats else None)
-        yield name, job, None, record_fingerprint(row, params_hash, stays)
+        yield index, row, job, None, record_fingerprint(row, params_hash, stays)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -506,7 +546,9 @@ def run(params) -> dict[str, Any]:
     records: dict[str, Any] = {}
     prints: dict[str, str] = {}
     todo: list[tuple[str, RecordJob, str]] = []
-    for name, job, problem, fp in _jobs(params, catalog, stays):
+    labels, paths = [], {}
+    for index, row, job, problem, fp in _jobs(params, catalog, stays):
+        name = row["record_name"]
         if problem is not None:
             records[name + "#dup"] = {"error": problem}
             continue
@@ -516,16 +558,22 @@ def run(params) -> dict[str, Any]:
             records[name], prints[name] = old_report[name], fp
         else:
             todo.append((name, job, fp))
+            # Logs name a record by its catalog row: MIMIC names embed the subject id.
+            labels.append(f"catalog row {index}")
+            paths[labels[-1]] = row["path"]
     skipped = len(prints)
     log.info("window_waveforms: %d records to process, %d unchanged", len(todo), skipped)
-    result = map_items(process_record, [t[1] for t in todo], params.executor,
-                       names=[t[0] for t in todo], desc="window_waveforms", on_error="collect")
-    failed = {f.name: f.error for f in result.failures}
-    for (name, _, fp), value in zip(todo, result.values, strict=True):
-        if name in failed:
-            records[name] = {"error": failed[name]}
+    result = map_items(window_record, [t[1] for t in todo], params.executor,
+                       names=labels, desc="window_waveforms", on_error="collect")
+    failed = {f.name: show_record(f.error, paths[f.name]) for f in result.failures}
+    for label, (name, _, fp), value in zip(labels, todo, result.values, strict=True):
+        if label in failed:
+            records[name] = {"error": failed[label]}
         else:
             records[name], prints[name] = value, fp
+    if failed:
+        log.warning("window_waveforms: %d records quarantined (%s); their paths and reasons "
+                    "are in %s", len(failed), ", ".join(failed), report_file)
     _remove_stale(out, params.path(cfg.beats_out), set(catalog["record_name"].to_list()))
     write_json_atomic(out / FINGERPRINTS, dict(sorted(prints.items())))
     totals = _totals(records)
@@ -552,10 +600,13 @@ def _totals(records: dict[str, Any]) -> dict[str, Any]:
 
 def _remove_stale(out: Path, beats_out: Path, names: set[str]) -> None:
     """Delete outputs of records that are no longer in the catalog."""
+    removed = 0
     for folder in (out, beats_out):
         if not folder.is_dir():
             continue
         for file in folder.glob("*.parquet"):
             if file.stem not in names:
-                log.info("removing output of a record no longer catalogued: %s", file.name)
                 file.unlink()
+                removed += 1
+    if removed:  # counted, not named: record names embed subject ids
+        log.info("removed %d output files of records no longer catalogued", removed)

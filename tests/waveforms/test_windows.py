@@ -83,10 +83,16 @@ def test_quality_drops_by_reason(wf_run):
     # Its three ECG leads and ABP end in an invalid-sample gap: the last window is dropped.
     for channel in ("ecg_ii", "ecg_iii", "ecg_v", "abp"):
         assert records["mixedsignals"]["channels"][channel] == {
-            "produced": 22, "dropped": {"gap": 1, "clipping": 0, "flat": 0,
+            "produced": 22, "dropped": {"gap": 1, "clipping": 0, "out_of_range": 0, "flat": 0,
                                         "low_amplitude": 0, "beat_quality": 0}}
     s1 = records["s00001-2896-10-10-00-31"]["windows_dropped"]
     assert s1["flat"] > 0 and s1["beat_quality"] > 0
+    # Two of its segments carry uncalibrated signals (ADC gain 1.0: ECG to +-95 "mV", ABP
+    # down to -72 "mmHg"): their windows fall outside the physiological range.
+    channels = records["s00001-2896-10-10-00-31"]["channels"]
+    assert {c: channels[c]["dropped"]["out_of_range"] for c in ("ecg_ii", "ecg_v", "abp")} \
+        == {"ecg_ii": 2, "ecg_v": 1, "abp": 3}
+    assert sum(r["windows_dropped"]["out_of_range"] for r in records.values()) == 6
     totals = wf_run[2]["windows_dropped"]
     assert totals == {reason: sum(r["windows_dropped"][reason] for r in records.values())
                       for reason in windows.DROP_REASONS}

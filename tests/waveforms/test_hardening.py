@@ -1,0 +1,101 @@
+"""Broken WFDB headers and data at the unit level: each gives a data-quality entry or a
+quarantine reason, never a silent result; failures hide the record's identity from logs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from medae.errors import DataError
+from medae.waveforms.catalog import build_catalog
+from medae.waveforms.config import WindowWaveforms
+from medae.waveforms.windows import RecordJob, process_record, window_record
+
+PATTERN = r"^[ps](\d{5,})(?:[-_].*)?$"
+SECONDS = 20  # of MIT-BIH 100 (360 Hz, two leads, format 212: 3 bytes a frame)
+
+
+def mitdb_copy(physionet: Path, folder: Path, name: str, *, n_frames: int | None = None,
+               fs: str = "360", gain: str = "200", data_frames: int = SECONDS * 360) -> Path:
+    """The first ``data_frames`` of MIT-BIH 100 as record ``folder/name``, its header
+    declaring ``n_frames`` (default: the data's) at rate ``fs`` with ADC gain ``gain``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.dat").write_bytes((physionet / "mitdb" / "100.dat").read_bytes()
+                                         [: data_frames * 3])
+    # The shipped header has a comment first, a blank line and CRLF endings: keep the
+    # record line and the two signal lines.
+    lines = [line.strip() for line in (physionet / "mitdb" / "100.hea").read_text()
+             .splitlines() if line.strip() and not line.startswith("#")]
+    record = lines[0].split()
+    lines[0] = " ".join([name, record[1], fs, str(data_frames if n_frames is None
+                                                  else n_frames)])
+    for i in (1, 2):
+        fields = lines[i].split()
+        fields[0] = f"{name}.dat"
+        fields[2] = gain
+        lines[i] = " ".join(fields)
+    (folder / f"{name}.hea").write_text("\n".join(lines[:3]) + "\n")
+    return folder / name
+
+
+def job(path: Path, tmp_path: Path, subject_id: int | None = None) -> RecordJob:
+    return RecordJob(path.name, str(path), subject_id, None, (), WindowWaveforms(beats=False),
+                     str(tmp_path / "w.parquet"), None)
+
+
+def test_non_numeric_sampling_rate_is_quarantined_with_the_reason(physionet, tmp_path):
+    mitdb_copy(physionet, tmp_path / "p10012853", "p10012853-fs", fs="fast")
+    mitdb_copy(physionet, tmp_path / "p10012853", "p10012853-ok")
+    catalog, quarantine = build_catalog(tmp_path, PATTERN)
+    assert catalog["path"].to_list() == ["p10012853/p10012853-ok"]
+    assert quarantine.to_dicts() == [{
+        "path": "p10012853/p10012853-fs",
+        "reason": "p10012853/p10012853-fs.hea: sampling frequency 'fast' is not a number"}]
+
+
+def test_data_longer_than_header_is_reported(physionet, tmp_path):
+    path = mitdb_copy(physionet, tmp_path, "short", n_frames=10 * 360)
+    report = process_record(job(path, tmp_path))
+    assert report["data_longer_than_header"] == 10 * 360  # frames past the declared 10 s
+    assert report["windows_produced"] == 2  # the declared 10 s, two leads
+    clean = process_record(job(mitdb_copy(physionet, tmp_path, "full"), tmp_path))
+    assert "data_longer_than_header" not in clean and "empty_record" not in clean
+
+
+def test_zero_length_record_is_reported_empty(physionet, tmp_path):
+    path = mitdb_copy(physionet, tmp_path, "empty", data_frames=0)
+    report = process_record(job(path, tmp_path))
+    assert report["empty_record"] is True and report["windows_produced"] == 0
+    assert pl.read_parquet(tmp_path / "w.parquet").height == 0
+
+
+def test_absurd_gain_drops_windows_as_out_of_range(physionet, tmp_path):
+    path = mitdb_copy(physionet, tmp_path, "gain", gain="1e-12")  # ~1e14 mV
+    report = process_record(job(path, tmp_path))
+    assert report["windows_produced"] == 0
+    assert report["windows_dropped"]["out_of_range"] == 2 * SECONDS // 10
+    # The same limits keep every window of the correctly scaled record.
+    assert process_record(job(mitdb_copy(physionet, tmp_path, "ok"), tmp_path))[
+        "windows_dropped"]["out_of_range"] == 0
+
+
+def test_failed_record_message_hides_its_path_and_subject(physionet, tmp_path, caplog):
+    path = mitdb_copy(physionet, tmp_path / "p10012853", "p10012853-long", n_frames=72000)
+    with pytest.raises(DataError) as err:
+        window_record(job(path, tmp_path, subject_id=10012853))
+    assert str(err.value) == "<record>: cannot read frames 0-72000 (ValueError)"
+
+
+def test_catalog_logs_quarantined_records_by_row(physionet, tmp_path, make_wf_params, caplog):
+    from medae.waveforms import catalog
+
+    mitdb_copy(physionet, tmp_path / "src" / "p10012853", "p10012853-fs", fs="fast")
+    params = make_wf_params(tmp_path / "src", tmp_path / "out")
+    with caplog.at_level(logging.WARNING, logger="medae"):
+        assert catalog.run(params)["quarantined"] == 1
+    assert "10012853" not in caplog.text
+    assert "quarantined record (row 0 of " in caplog.text
+    assert "<record>.hea: sampling frequency 'fast' is not a number" in caplog.text
