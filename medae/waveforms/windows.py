@@ -520,6 +520,17 @@ def _jobs(params, catalog, stays_by_subject):
         yield index, row, job, None, record_fingerprint(row, params_hash, stays)
 
 
+def work_estimate(row: dict[str, Any]) -> int:
+    """Samples a record's readable segments hold, all channels (a catalog row's cost).
+
+    >>> work_estimate({"channels": ["II", "V"], "segments": [
+    ...     {"n_frames": 100, "has_data": True}, {"n_frames": 900, "has_data": False}]})
+    200
+    """
+    frames = sum(s["n_frames"] or 0 for s in row["segments"] or [] if s["has_data"])
+    return frames * max(1, len(row["channels"] or []))
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return read_json(path) or {}
 
@@ -545,8 +556,8 @@ def run(params) -> dict[str, Any]:
 
     records: dict[str, Any] = {}
     prints: dict[str, str] = {}
-    todo: list[tuple[str, RecordJob, str]] = []
-    labels, paths = [], {}
+    todo: list[tuple[str, RecordJob, str, str, int]] = []
+    paths: dict[str, str] = {}
     for index, row, job, problem, fp in _jobs(params, catalog, stays):
         name = row["record_name"]
         if problem is not None:
@@ -557,16 +568,18 @@ def run(params) -> dict[str, Any]:
                 and all(p.exists() for p in outputs)):
             records[name], prints[name] = old_report[name], fp
         else:
-            todo.append((name, job, fp))
             # Logs name a record by its catalog row: MIMIC names embed the subject id.
-            labels.append(f"catalog row {index}")
-            paths[labels[-1]] = row["path"]
+            label = f"catalog row {index}"
+            paths[label] = row["path"]
+            todo.append((name, job, fp, label, work_estimate(row)))
+    # Longest records first, so that no worker is left alone with a long one at the end.
+    todo.sort(key=lambda t: -t[4])
     skipped = len(prints)
     log.info("window_waveforms: %d records to process, %d unchanged", len(todo), skipped)
     result = map_items(window_record, [t[1] for t in todo], params.executor,
-                       names=labels, desc="window_waveforms", on_error="collect")
+                       names=[t[3] for t in todo], desc="window_waveforms", on_error="collect")
     failed = {f.name: show_record(f.error, paths[f.name]) for f in result.failures}
-    for label, (name, _, fp), value in zip(labels, todo, result.values, strict=True):
+    for (name, _, fp, label, _), value in zip(todo, result.values, strict=True):
         if label in failed:
             records[name] = {"error": failed[label]}
         else:
