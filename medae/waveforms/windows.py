@@ -520,6 +520,10 @@ def _jobs(params, catalog, stays_by_subject):
         yield index, row, job, None, record_fingerprint(row, params_hash, stays)
 
 
+def _row_number(label: str) -> int:
+    return int(label.rsplit(" ", 1)[-1])
+
+
 def work_estimate(row: dict[str, Any]) -> int:
     """Samples a record's readable segments hold, all channels (a catalog row's cost).
 
@@ -586,7 +590,8 @@ def run(params) -> dict[str, Any]:
             records[name], prints[name] = value, fp
     if failed:
         log.warning("window_waveforms: %d records quarantined (%s); their paths and reasons "
-                    "are in %s", len(failed), ", ".join(failed), report_file)
+                    "are in %s", len(failed), ", ".join(sorted(failed, key=_row_number)),
+                    report_file)
     _remove_stale(out, params.path(cfg.beats_out), set(catalog["record_name"].to_list()))
     write_json_atomic(out / FINGERPRINTS, dict(sorted(prints.items())))
     totals = _totals(records)
