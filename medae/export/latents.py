@@ -7,6 +7,13 @@ file to a hash of its bytes, the model version and the params, and unchanged par
 hard-linked from the previous table. Each table folder is published atomically (written beside,
 swapped in), so a reader never sees a half-written table.
 
+Throughput: only the columns the keys and the model inputs need are read (``delta``, ``split``
+and labels are never decoded), and the files to encode are spread over one worker thread per
+CPU core, each running the model on one intra-op thread. Decoding Parquet lists costs about as
+much CPU as the forward pass, and runs on one core; beside a two-thread forward it left one
+core idle and, when overlapped, made torch's threads wait on each other at every barrier.
+One thread per worker keeps every core busy with no barrier at all (docs/refresh.md, figures).
+
 Table layout (DESIGN.md latent contract): key columns, ``z_00..z_NN`` float32, lineage columns
 ``model_name``, ``model_version``, ``mlflow_run_id``. The table folders hold Parquet only
 (Polars 2 refuses to scan a folder holding any other file), so the manifests live beside them
@@ -20,7 +27,10 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +43,7 @@ import pyarrow.parquet as pq
 from medae.errors import DataError, MedaeError
 from medae.io import atomic_dir, file_digest, read_json, write_json_atomic
 from medae.privacy.protection import Protection
+from medae.training.encode import EHR_PARTS
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,12 @@ MANIFEST = "_manifest.json"
 EHR_KEYS = ("subject_id", "hadm_id", "stay_id", "window_start", "window_end")
 WAVEFORM_KEYS = ("subject_id", "stay_id", "record_name", "channel", "window_start", "window_end",
                  "start_s")
+# What export reads of a windows file: the key columns (a waveform window's end is computed
+# from ``fs`` and the sample count) and the model inputs (docs/contracts.md).
+READ_COLUMNS = {
+    "ehr": (*EHR_KEYS, *EHR_PARTS),
+    "waveforms": (*(k for k in WAVEFORM_KEYS if k != "window_end"), "fs", "values"),
+}
 
 
 class Encoder(Protocol):
@@ -69,6 +86,11 @@ class Modality:
     windows: Path
     upstream_section: str
     inputs: Callable[[pl.DataFrame], np.ndarray]
+    # columns to read; None = ``READ_COLUMNS[name]`` (every column for an unknown modality)
+    columns: tuple[str, ...] | None = None
+
+    def read_columns(self) -> tuple[str, ...] | None:
+        return self.columns if self.columns is not None else READ_COLUMNS.get(self.name)
 
 
 def latent_names(width: int) -> list[str]:
@@ -158,18 +180,27 @@ def meds_events(latents: pl.DataFrame) -> pl.DataFrame:
     ).sort("subject_id", "time", "code", maintain_order=True, nulls_last=False)
 
 
-def iter_windows(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
-    """Stream a windows Parquet file in batches of at most ``batch_rows`` rows."""
+def iter_windows(path: Path, batch_rows: int, columns: Sequence[str] | None = None, *,
+                 reader_threads: bool = True) -> Iterator[pl.DataFrame]:
+    """Stream a windows Parquet file in batches of at most ``batch_rows`` rows.
+
+    Only ``columns`` are decoded (all when None); a column the file lacks is simply not read,
+    so the input builder names it in its own error. ``reader_threads``: decode the columns
+    on Arrow's thread pool (off when several export workers already keep the cores busy).
+    """
     try:
         reader = pq.ParquetFile(path)
-        for batch in reader.iter_batches(batch_size=batch_rows):
+        present = set(reader.schema_arrow.names)
+        wanted = None if columns is None else [c for c in columns if c in present]
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=wanted,
+                                         use_threads=reader_threads):
             yield pl.from_arrow(batch)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read windows Parquet ({exc})") from None
 
 
 def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
-                batch_rows: int) -> pl.DataFrame | None:
+                batch_rows: int, *, reader_threads: bool = True) -> pl.DataFrame | None:
     """All windows of one input file -> its latent table (input row order kept).
 
     A waveform model is trained on one channel (``encoder.channel``): only that channel's
@@ -177,7 +208,9 @@ def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
     """
     channel = getattr(encoder, "channel", None) if modality.name == "waveforms" else None
     parts = []
-    for n, batch in enumerate(iter_windows(path, batch_rows)):
+    batches = iter_windows(path, batch_rows, modality.read_columns(),
+                           reader_threads=reader_threads)
+    for n, batch in enumerate(batches):
         if channel is not None:
             batch = batch.filter(pl.col("channel") == channel)
         if batch.height == 0:
@@ -189,6 +222,80 @@ def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
         z = encoder.encode(np.ascontiguousarray(inputs, dtype=np.float32))
         parts.append(latent_frame(key_frame(batch, modality.name), z, ref))
     return pl.concat(parts, how="vertical_relaxed") if parts else None
+
+
+def _cores() -> int:
+    """The CPU cores a forward pass may use: torch's own count when torch is loaded."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _limit_intra_op_threads(threads: int) -> None:
+    """Run this thread's torch operations on ``threads`` threads (a per-thread setting).
+
+    Never imports torch: an encoder that needs it has loaded it before the workers start.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def plan_workers(files: int, workers: int | None = None) -> tuple[int, int]:
+    """(worker threads, torch intra-op threads each) for ``files`` files to encode.
+
+    Default: one worker per core, never more workers than files, and the cores shared out
+    among the workers, so that readers and forward passes never outnumber the cores.
+
+    >>> plan_workers(8, workers=2)[0], plan_workers(1, workers=4)[0]
+    (2, 1)
+    """
+    cores = _cores()
+    workers = max(1, min(workers or cores, files))
+    return workers, max(1, cores // workers)
+
+
+def encode_files(paths: Sequence[Path], encode_one: Callable[[Path], object],
+                 workers: int | None = None) -> None:
+    """Run ``encode_one`` on every path on ``plan_workers`` threads.
+
+    The first error cancels the files not started and is raised once the running ones end
+    (they write only into the staging folder, which the caller discards).
+
+    >>> done = []
+    >>> encode_files([Path("b"), Path("a")], done.append, workers=2)
+    >>> sorted(p.name for p in done)
+    ['a', 'b']
+    """
+    if not paths:
+        return
+    workers, threads = plan_workers(len(paths), workers)
+    with ThreadPoolExecutor(workers, thread_name_prefix="medae-export",
+                            initializer=_limit_intra_op_threads, initargs=(threads,)) as pool:
+        futures = [pool.submit(encode_one, path) for path in paths]
+        try:
+            for future in futures:  # in input order: the first failing file is reported
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def file_digests(paths: Sequence[Path]) -> list[str]:
+    """``file_digest`` of every path, one thread per core (hashlib releases the GIL)."""
+    with ThreadPoolExecutor(plan_workers(len(paths))[0]) as pool:
+        return list(pool.map(file_digest, paths))
+
+
+def _reuse_part(name: str, out_dir: Path, staging: Path, unchanged: bool) -> bool:
+    """Carry the previous part ``name`` into ``staging`` when its input is unchanged."""
+    old = out_dir / name
+    if unchanged and old.exists():
+        _link_or_copy(old, staging / name)
+        return True
+    return False
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -220,10 +327,13 @@ def _set_entry(index_file: Path, key: str, value: Any) -> None:
 def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: Path, *,
                     params_hash: str, batch_rows: int,
                     meds_dir: Path | None = None,
-                    protection: Protection | None = None) -> dict[str, Any]:
+                    protection: Protection | None = None,
+                    workers: int | None = None) -> dict[str, Any]:
     """Encode every windows file of ``modality`` into ``out_dir`` (atomic, incremental).
 
     ``protection`` pseudonymises and/or encrypts the parts (medae.privacy; default: neither).
+    ``workers``: files encoded at a time (default one per core, see :func:`plan_workers`);
+    the parts are the same bytes whatever the number.
     Returns the manifest, also written to ``out_dir.parent/_manifest.json[out_dir.name]``.
     """
     protection = protection or Protection()
@@ -234,20 +344,24 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
     fingerprint_file = out_dir.parent / FINGERPRINTS
     previous = _read_json(fingerprint_file).get(out_dir.name, {})
     lineage = f"{ref.name}:{ref.version}:{ref.run_id}:{params_hash}:{protection.tag}"
-    fingerprints: dict[str, str] = {}
-    encoded = reused = 0
+    fingerprints = {path.name: f"{digest}:{lineage}"
+                    for path, digest in zip(inputs, file_digests(inputs), strict=True)}
     with atomic_dir(out_dir) as staging:
-        for path in inputs:
-            fingerprints[path.name] = f"{file_digest(path)}:{lineage}"
-            old = out_dir / path.name
-            if previous.get(path.name) == fingerprints[path.name] and old.exists():
-                _link_or_copy(old, staging / path.name)
-                reused += 1
-                continue
-            latents = encode_file(path, modality, encoder, ref, batch_rows)
+        changed = [path for path in inputs
+                   if not _reuse_part(path.name, out_dir, staging,
+                                      previous.get(path.name) == fingerprints[path.name])]
+        if changed and isinstance(encoder, LazyEncoder):
+            encoder.load()  # here, once, so torch is loaded before the workers start
+        workers, _ = plan_workers(len(changed) or 1, workers)
+
+        def encode_one(path: Path) -> None:
+            latents = encode_file(path, modality, encoder, ref, batch_rows,
+                                  reader_threads=workers == 1)
             if latents is not None:  # no part for a file without windows to encode
                 protection.write(protection.apply(latents), staging / path.name)
-            encoded += 1
+
+        encode_files(changed, encode_one, workers)
+        encoded, reused = len(changed), len(inputs) - len(changed)
         manifest = build_manifest(staging, modality, ref, fingerprints, params_hash,
                                   protection)
         # Forget the old fingerprints before the swap: a crash between the swap and the
@@ -305,11 +419,17 @@ class LazyEncoder:
 
     def __init__(self, uri: str, loader: Callable[[str], Encoder]):
         self.uri, self._loader, self._encoder = uri, loader, None
+        self._lock = threading.Lock()  # export workers share one encoder: load it once
+
+    def load(self) -> Encoder:
+        """The loaded encoder (loads it on the first call)."""
+        return self._get()
 
     def _get(self) -> Encoder:
-        if self._encoder is None:
-            self._encoder = self._loader(self.uri)
-        return self._encoder
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = self._loader(self.uri)
+            return self._encoder
 
     @property
     def input_kind(self) -> str:
