@@ -1,9 +1,11 @@
 """One abstraction to map a function over items (shards, records).
 
 Locally it uses a process pool (spawn context, so workers start clean and behave the same on
-every platform); when ``executor.address`` is set it submits to an existing Dask distributed
-cluster instead. A failing item never hides the others: every item runs, and failures come
-back (or are raised) with the item's name.
+every platform), or -- for work that spends its time in Polars or NumPy, which release the GIL
+-- a thread pool (``threads=True``): the same parallelism without starting and importing a
+fresh interpreter per worker (about 0.35 CPU s each). When ``executor.address`` is set it
+submits to an existing Dask distributed cluster instead. A failing item never hides the others:
+every item runs, and failures come back (or are raised) with the item's name.
 
 >>> from medae.config import ExecutorConfig
 >>> map_items(abs, [-1, -2], ExecutorConfig(workers=1), names=["a", "b"]).values
@@ -18,7 +20,13 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -127,13 +135,16 @@ def map_items(
     names: Sequence[str] | None = None,
     desc: str = "items",
     on_error: str = "raise",
+    threads: bool = False,
 ) -> MapResult[R]:
     """Apply ``fn`` to every item and return results in item order.
 
     ``fn`` must be a module-level function (it is pickled to workers). ``config`` is an
     :class:`~medae.config.ExecutorConfig`. With ``on_error='raise'`` a :class:`MapError`
     naming every failed item is raised after all items ran; with ``'collect'`` failures are
-    returned in :attr:`MapResult.failures` for the caller to quarantine.
+    returned in :attr:`MapResult.failures` for the caller to quarantine. ``threads=True``
+    runs local items on threads of this process (only for ``fn`` that releases the GIL for
+    most of its time, and is thread-safe); Dask and one-worker runs ignore it.
     """
     if on_error not in ("raise", "collect"):
         raise ValueError("on_error must be 'raise' or 'collect'")
@@ -151,7 +162,7 @@ def map_items(
                 outcomes.append(_call(fn, item))
                 progress.advance()
         else:
-            outcomes = _map_local(fn, items, worker_count(config), progress)
+            outcomes = _map_local(fn, items, worker_count(config), progress, threads)
     finally:
         progress.close()
     result: MapResult[R] = MapResult(values=[])
@@ -165,10 +176,16 @@ def map_items(
     return result
 
 
-def _map_local(fn, items, workers, progress) -> list[tuple[bool, Any, str]]:
-    ctx = multiprocessing.get_context("spawn")
+def _local_pool(workers: int, threads: bool) -> Executor:
+    if threads:
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medae-map")
+    return ProcessPoolExecutor(max_workers=workers,
+                               mp_context=multiprocessing.get_context("spawn"))
+
+
+def _map_local(fn, items, workers, progress, threads=False) -> list[tuple[bool, Any, str]]:
     outcomes: list[Any] = [None] * len(items)
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool:
+    with _local_pool(min(workers, len(items)), threads) as pool:
         pending = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -73,15 +73,18 @@ def clean_shard(item: dict[str, Any]) -> dict[str, Any]:
         f_before_admission=False)
     ordered = sort_and_flag_duplicates(pl.concat([source_rows, structural.select(carried)],
                                                  how="vertical_relaxed"))
-    kept = ordered.filter(pl.col("table").is_not_null())
-    discharged = admissions.select(pl.col("dischtime").max()).collect().item()
-    counts_plan = count_flags(flagged, kept)
-    late_plan = late_events(kept, _late_bound(discharged, item["max_event_time"]))
-    meds_plan = ordered.filter(~pl.col("f_duplicate")).select(MEDS_SCHEMA.names())
-    # One plan: flagged and sorted events are computed once for the counts and the store.
+    # Collect the flagged rows and the sorted store once: both feed two outputs each, and
+    # derived plans would each push their filters below the sort and redo the whole chain.
     # A shard fits in memory by design; the in-memory engine sorts and joins it about 1.5x
     # faster than the streaming one (measured: 0.22 vs 0.43 CPU s for the sort alone).
-    counts, late, meds = pl.collect_all([counts_plan, late_plan, meds_plan], engine="in-memory")
+    flagged_df, ordered_df = pl.collect_all([flagged, ordered], engine="in-memory")
+    kept = ordered_df.lazy().filter(pl.col("table").is_not_null())
+    discharged = admissions.select(pl.col("dischtime").max()).collect().item()
+    counts, late = pl.collect_all([
+        count_flags(flagged_df.lazy(), kept),
+        late_events(kept, _late_bound(discharged, item["max_event_time"])),
+    ])
+    meds = ordered_df.filter(~pl.col("f_duplicate")).select(MEDS_SCHEMA.names())
     target = out / "data" / f"{shard_name(shard)}.parquet"
     with atomic_path(target) as tmp:
         meds.write_parquet(tmp)
@@ -168,7 +171,8 @@ def run(params: Any) -> dict[str, Any]:
                          "max_event_time": max_event_time})
     log.info("clean_ehr: %d shards, %d to recompute", shards, len(todo))
     results = map_items(clean_shard, todo, params.executor,
-                        names=[shard_name(t["shard"]) for t in todo], desc="clean_ehr shards")
+                        names=[shard_name(t["shard"]) for t in todo], desc="clean_ehr shards",
+                        threads=True)  # Polars releases the GIL: no interpreter per worker
     for item, result in zip(todo, results.values, strict=True):
         entries[shard_name(item["shard"])] = {"fingerprint": item["fingerprint"], **result}
     for stale in (out / "data").glob("shard_*.parquet"):

@@ -35,6 +35,22 @@ def test_failure_names_the_item_and_others_still_run():
     assert "fail_on_three" in collected.failures[0].detail  # traceback kept for the log
 
 
+def test_thread_pool_runs_in_this_process_in_parallel_and_keeps_order():
+    import threading
+
+    barrier = threading.Barrier(2, timeout=10)  # both items must be running at once
+
+    def meet(x: int) -> tuple[int, int]:
+        barrier.wait()
+        return os.getpid(), x * x
+
+    res = map_items(meet, [3, 1], ExecutorConfig(workers=2), threads=True)
+    assert res.values == [(os.getpid(), 9), (os.getpid(), 1)]
+    with pytest.raises(MapError, match=r"^1 of 3 items failed: b: ValueError: item value 3 is"):
+        map_items(w.fail_on_three, [1, 3, 5], ExecutorConfig(workers=2), names=["a", "b", "c"],
+                  threads=True)
+
+
 def test_dead_worker_is_reported_not_hung():
     res = map_items(w.die, [0, 1], ExecutorConfig(workers=2), names=["r0", "r1"],
                     on_error="collect")
