@@ -260,7 +260,7 @@ def encode_files(paths: Sequence[Path], encode_one: Callable[[Path], object],
                  workers: int | None = None) -> None:
     """Run ``encode_one`` on every path on ``plan_workers`` threads.
 
-    The first error cancels the files not started and is raised once the running ones end
+    The first error stops the files not started yet and is raised once the running ones end
     (they write only into the staging folder, which the caller discards).
 
     >>> done = []
@@ -271,16 +271,22 @@ def encode_files(paths: Sequence[Path], encode_one: Callable[[Path], object],
     if not paths:
         return
     workers, threads = plan_workers(len(paths), workers)
+    failed = threading.Event()
+
+    def unless_failed(path: Path) -> None:
+        if failed.is_set():
+            return
+        try:
+            encode_one(path)
+        except BaseException:
+            failed.set()
+            raise
+
     with ThreadPoolExecutor(workers, thread_name_prefix="medae-export",
                             initializer=_limit_intra_op_threads, initargs=(threads,)) as pool:
-        futures = [pool.submit(encode_one, path) for path in paths]
-        try:
-            for future in futures:  # in input order: the first failing file is reported
-                future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        futures = [pool.submit(unless_failed, path) for path in paths]
+        for future in futures:  # in input order: the first failing file is reported
+            future.result()
 
 
 def file_digests(paths: Sequence[Path]) -> list[str]:
