@@ -109,6 +109,22 @@ def pairing_counts(rows: pl.DataFrame) -> dict[str, int]:
     return {k: int(v) for k, v in counts.row(0, named=True).items()}
 
 
+def keep_used_waves(rows: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    """Renumber ``wave_row`` to count only the waveform windows some row uses, and return the
+    used original row numbers (most windows of a long recording pair with nothing, so the
+    model rows are built without a float32 copy of every linked window).
+
+    >>> rows, used = keep_used_waves(pl.DataFrame({"ehr_row": [0, 1], "wave_row": [7, None]}))
+    >>> rows["wave_row"].to_list(), used.tolist()
+    ([0, None], [7])
+    """
+    used = rows["wave_row"].drop_nulls().unique().sort()
+    number = pl.DataFrame({"wave_row": used, "new": pl.int_range(len(used), eager=True,
+                                                                 dtype=ROW)})
+    renumbered = rows.join(number, on="wave_row", how="left", maintain_order="left")
+    return renumbered.with_columns(wave_row=pl.col("new")).drop("new"), used.to_numpy()
+
+
 def gather_rows(rows: pl.DataFrame, ehr: np.ndarray, wave: np.ndarray) -> np.ndarray:
     """Model input rows for ``rows`` (``ehr_row``, ``wave_row``) from the two row arrays.
 

@@ -204,14 +204,20 @@ def load_multimodal(params: Any) -> Prepared:
     ehr_folder, stats_path = params.path(cfg.ehr_features), params.path(cfg.ehr_stats)
     stats = read_ehr_stats(stats_path)
     ehr = read_ehr_windows(ehr_folder)
+    require_columns(ehr, ("window_end",), str(ehr_folder))  # pairing needs the window's span
     if ehr.height == 0:
         raise DataError(f"{ehr_folder}: no EHR windows; run `medae run featurize_ehr`")
     n_values = ehr_target_width(ehr, stats, ehr_folder, stats_path)
     wave, wave_files = read_channel_windows(params.path(cfg.wave_features), cfg.channel,
                                             cfg.max_nan_frac, LINKED_WAVE_COLUMNS,
                                             linked_only=True)
-    table = multimodal_table(ehr, wave, cfg, params.path(cfg.splits))
-    ehr_rows, wave_rows = ehr_inputs(ehr), waveform_inputs(wave)
+    table, used = pairs.keep_used_waves(multimodal_table(ehr, wave, cfg,
+                                                         params.path(cfg.splits)))
+    if len(used) == 0:
+        raise DataError(f"{params.path(cfg.wave_features)}: no linked '{cfg.channel}' window "
+                        f"lies inside an EHR window or belongs to a stay without EHR windows; "
+                        f"nothing to fuse (see docs/models.md, multimodal training)")
+    ehr_rows, wave_rows = ehr_inputs(ehr), waveform_inputs(wave[used])
     split_rows = {s: table.filter(pl.col("split") == s) for s in ("train", "tuning")}
     if cfg.max_rows:
         split_rows["train"] = split_rows["train"].head(cfg.max_rows)
