@@ -117,7 +117,7 @@ def test_stage_trains_registers_champion_and_encodes_a_missing_modality(workdir)
     assert pointer == {k: summary[k] for k in ("model_uri", "model_name", "version", "run_id",
                                                "metrics", "champion", "data_version")}
     client = MlflowClient(tracking_uri=params.mlflow_uri(), registry_uri=params.mlflow_uri())
-    assert client.get_model_version_by_alias("medae-multimodal", "champion").version == "1"
+    assert int(client.get_model_version_by_alias("medae-multimodal", "champion").version) == 1
     run = client.get_run(summary["run_id"])
     assert run.data.params["model.kind"] == "multimodal_vae"
     assert client.get_experiment(run.info.experiment_id).name == "medae-multimodal"
@@ -137,3 +137,39 @@ def test_stage_trains_registers_champion_and_encodes_a_missing_modality(workdir)
     garbled[1, EHR_WIDTH:-2], garbled[2, :EHR_WIDTH] = np.nan, 1e6
     np.testing.assert_array_equal(encoder.encode(garbled)[1:], z[1:])
     assert not np.allclose(z[0], z[1]) and not np.allclose(z[0], z[2])
+
+
+@pytest.mark.parametrize("fusion", ["poe", "moe"])
+def test_multimodal_fit_resumes_bitwise_on_paired_rows(paired, tmp_path, fusion):
+    import torch
+
+    from medae.models.build import build_model
+    from medae.models.config import MultimodalVaeConfig
+    from medae.training.config import Optim
+    from medae.training.encode import multimodal_shape
+    from medae.training.loop import fit
+
+    ehr, wave, table = paired
+    rows = pairs.gather_rows(table, ehr_inputs(ehr), waveform_inputs(wave))
+    shape = multimodal_shape(EHR_WIDTH, 24, 6, WAVE_WIDTH, "ecg_ii")
+    optim = Optim(epochs=4, batch_size=32, device="cpu", patience=10)
+
+    def run(stop_after=None):
+        def interrupt(epoch, _metrics):
+            if epoch == stop_after:
+                raise KeyboardInterrupt
+        torch.manual_seed(0)
+        model = build_model(MultimodalVaeConfig(hidden=(16,), latent_dim=4, fusion=fusion,
+                                                kl_anneal_steps=10), shape)
+        return fit(model, rows[:150], rows[150:], optim, checkpoint_dir=tmp_path / fusion,
+                   on_epoch_end=interrupt)
+
+    straight = run()
+    for path in (tmp_path / fusion).glob("*"):
+        path.unlink()  # a finished run leaves its checkpoint; start the next one fresh
+    with pytest.raises(KeyboardInterrupt):
+        run(stop_after=2)
+    resumed = run()
+    assert resumed.resumed_from == 2
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
