@@ -370,7 +370,8 @@ def run(params: Any) -> dict[str, Any]:
         it["stats"] = stats
     log.info("featurize_ehr: %d shards, %d to recompute", shards, len(todo))
     results = map_items(featurize_shard, todo, params.executor,
-                        names=[Path(t["target"]).stem for t in todo], desc="featurize_ehr shards")
+                        names=[Path(t["target"]).stem for t in todo], desc="featurize_ehr shards",
+                        threads=True)  # Polars and NumPy release the GIL
     _write_stats(params.path(cfg.stats), stats)
     for stale in out.glob("part_*.parquet"):
         if int(stale.stem.split("_")[1]) >= shards:
@@ -399,7 +400,8 @@ def _fit_sums(items: list[dict[str, Any]], cached: dict[str, Any],
         else:
             todo.append(it)
     results = map_items(shard_sums, todo, params.executor,
-                        names=[Path(t["target"]).stem for t in todo], desc="featurize_ehr stats")
+                        names=[Path(t["target"]).stem for t in todo], desc="featurize_ehr stats",
+                        threads=True)
     for it, value in zip(todo, results.values, strict=True):
         sums[Path(it["target"]).name] = {"inputs": it["inputs"], "value": value}
     return dict(sorted(sums.items()))

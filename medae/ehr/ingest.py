@@ -174,7 +174,8 @@ def run(params: Any) -> dict[str, Any]:
             or not _outputs_present(out, it["table"], shards)]
     log.info("ingest_ehr: %s layout, %d tables, %d to (re)ingest", layout, len(items), len(todo))
     mapped = map_items(ingest_table, todo, params.executor, names=[it["table"] for it in todo],
-                       desc="ingest_ehr tables", on_error="collect")
+                       desc="ingest_ehr tables", on_error="collect",
+                       threads=True)  # each table is one Polars streaming query
     if mapped.failures:  # the file's own message, not the executor's summary of it
         first = mapped.failures[0].error
         raise DataError(first.split(": ", 1)[1] if first.startswith("DataError: ") else first)
