@@ -229,8 +229,17 @@ def renamed_copies(paths: list[Path], dest: Path, copies: int) -> Path:
     return dest
 
 
-def run_stages(source: Path, out: Path, workers: int) -> tuple[float, float, dict]:
-    """Wall seconds of ``catalog_waveforms`` and ``window_waveforms`` with ``workers``."""
+@dataclass
+class StageRun:
+    catalog_wall: float
+    wall: float  # both stages
+    cpu_parent: float
+    cpu_workers: float  # CPU seconds of the worker processes (joined when the pool closes)
+    summary: dict
+
+
+def run_stages(source: Path, out: Path, workers: int) -> StageRun:
+    """``catalog_waveforms`` then ``window_waveforms`` with ``workers``, timed."""
     from medae.waveforms import catalog, windows
 
     params = load_params(None, [
@@ -239,11 +248,15 @@ def run_stages(source: Path, out: Path, workers: int) -> tuple[float, float, dic
         f"window_waveforms.out={out / 'windows'}", f"window_waveforms.beats_out={out / 'beats'}",
         f"window_waveforms.report={out / 'dq.json'}", f"executor.workers={workers}",
         "executor.progress=false"])
-    t = time.perf_counter()
+    t, before = time.perf_counter(), os.times()
     catalog.run(params)
     t_catalog = time.perf_counter() - t
     summary = windows.run(params)
-    return t_catalog, time.perf_counter() - t, summary
+    wall, after = time.perf_counter() - t, os.times()
+    return StageRun(t_catalog, wall,
+                    after.user + after.system - before.user - before.system,
+                    after.children_user + after.children_system
+                    - before.children_user - before.children_system, summary)
 
 
 def pool_startup(paths: list[Path]) -> float:
@@ -260,18 +273,29 @@ def scaling(paths: list[Path], out: Path, copies: int) -> None:
     signal_h = copies * sum(record_seconds(p) for p in paths) / 3600
     print(f"\nscaling: catalog_waveforms + window_waveforms on {copies} x {len(paths)} "
           f"MIT-BIH records ({signal_h:.1f} h of signal); load {os.getloadavg()[0]:.2f}")
-    times = {}
+    runs = {}
     for workers in (1, 2):
-        t_cat, total, summary = run_stages(source, out / f"scale_out_{workers}", workers)
-        assert summary["processed"] == copies * len(paths) and summary["quarantined"] == 0
-        times[workers] = total
-        print(f"  {workers} worker(s): {total:7.2f}s wall (catalog {t_cat:.2f}s, windows "
-              f"{total - t_cat:.2f}s), {summary['windows_produced']} windows")
+        run = runs[workers] = run_stages(source, out / f"scale_out_{workers}", workers)
+        assert run.summary["processed"] == copies * len(paths)
+        assert run.summary["quarantined"] == 0
+        print(f"  {workers} worker(s): {run.wall:7.2f}s wall (catalog {run.catalog_wall:.2f}s, "
+              f"windows {run.wall - run.catalog_wall:.2f}s), cpu {run.cpu_parent:.2f}s in the "
+              f"stage process + {run.cpu_workers:.2f}s in workers, "
+              f"{run.summary['windows_produced']} windows")
     startup = pool_startup(paths)
-    one, two = times[1], times[2]
+    one, two = runs[1].wall, runs[2].wall
     print(f"  speed-up 1 -> 2 workers: {one / two:.2f}x including the pool's start-up; "
           f"{one / max(two - startup, 1e-9):.2f}x excluding it (2-worker pool start-up "
           f"{startup:.2f}s); target >= 1.7x; load after {os.getloadavg()[0]:.2f}")
+    # On a busy machine the wall figures say little; CPU seconds do not depend on the load.
+    # With two idle cores the 2-worker run takes at least its stage-process CPU (counted as
+    # serial, though it overlaps) plus half its workers' CPU (300 equal items balance).
+    cpu_one = runs[1].cpu_parent + runs[1].cpu_workers
+    bound = runs[2].cpu_parent + runs[2].cpu_workers / 2
+    print(f"  from CPU seconds (load-independent): 1 worker {cpu_one:.2f}s; 2 workers "
+          f"{runs[2].cpu_parent:.2f}s + {runs[2].cpu_workers:.2f}s / 2 = {bound:.2f}s -> "
+          f"{cpu_one / bound:.2f}x on two idle cores (workers' CPU overhead "
+          f"{runs[2].cpu_workers / max(cpu_one, 1e-9) - 1:+.0%})")
 
 
 def f1_table(source: Path) -> None:

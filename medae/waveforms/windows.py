@@ -128,7 +128,7 @@ class RecordReport:
     skipped_channels: dict[str, str] = field(default_factory=dict)
     # Set only when they apply, so a clean record's entry keeps its usual keys.
     data_longer_than_header: int = 0  # frames in the data files past the declared length
-    empty_record: bool = False  # the header declares no samples at all
+    empty_record: bool = False  # no sample to read: none declared, or only gaps
 
     def as_dict(self) -> dict[str, Any]:
         dropped_total = Counter()
@@ -613,7 +613,11 @@ def _totals(records: dict[str, Any]) -> dict[str, Any]:
         dropped.update(rec["windows_dropped"])
     return {"windows_produced": produced, "beats": beats,
             "windows_dropped": {r: dropped.get(r, 0) for r in DROP_REASONS},
-            "records_failed": sum("error" in r for r in records.values())}
+            "records_failed": sum("error" in r for r in records.values()),
+            # Headline counts of the per-record notes, so the run report shows them.
+            "records_empty": sum(bool(r.get("empty_record")) for r in records.values()),
+            "records_data_longer_than_header": sum(
+                bool(r.get("data_longer_than_header")) for r in records.values())}
 
 
 def _remove_stale(out: Path, beats_out: Path, names: set[str]) -> None:

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from medae.errors import DataError
+from medae.waveforms import windows
 from medae.waveforms.catalog import build_catalog
 from medae.waveforms.config import WindowWaveforms
 from medae.waveforms.windows import RecordJob, process_record, window_record
@@ -70,6 +71,12 @@ def test_zero_length_record_is_reported_empty(physionet, tmp_path):
     report = process_record(job(path, tmp_path))
     assert report["empty_record"] is True and report["windows_produced"] == 0
     assert pl.read_parquet(tmp_path / "w.parquet").height == 0
+    # The run report's headline (the DQ report's totals) counts it.
+    short = process_record(job(mitdb_copy(physionet, tmp_path, "short", n_frames=3600),
+                               tmp_path))
+    totals = windows._totals({"empty": report, "short": short, "bad": {"error": "x"}})
+    assert (totals["records_empty"], totals["records_data_longer_than_header"],
+            totals["records_failed"]) == (1, 1, 1)
 
 
 def test_absurd_gain_drops_windows_as_out_of_range(physionet, tmp_path):
@@ -82,7 +89,7 @@ def test_absurd_gain_drops_windows_as_out_of_range(physionet, tmp_path):
         "windows_dropped"]["out_of_range"] == 0
 
 
-def test_failed_record_message_hides_its_path_and_subject(physionet, tmp_path, caplog):
+def test_failed_record_message_hides_its_path_and_subject(physionet, tmp_path):
     path = mitdb_copy(physionet, tmp_path / "p10012853", "p10012853-long", n_frames=72000)
     with pytest.raises(DataError) as err:
         window_record(job(path, tmp_path, subject_id=10012853))
