@@ -83,7 +83,9 @@ class TrainMultimodal(_Train):
     splits: str = "data/interim/meds/metadata/subject_splits.parquet"  # wave-only rows' split
     tuning_fraction: float = Field(default=0.1, gt=0, lt=1)  # subjects not in the splits file
     held_out_fraction: float = Field(default=0.1, ge=0, lt=1)
-    model: ModelConfig = MultimodalVaeConfig(hidden=(128,), latent_dim=16)
+    # Only the multimodal VAE reads [EHR | waveform | flags] rows: another kind is a
+    # params error naming the key, not a model silently trained on the wrong layout.
+    model: MultimodalVaeConfig = MultimodalVaeConfig(hidden=(128,), latent_dim=16)
     # Small by default: the demo refresh must stay cheap (docs/models.md has the figures).
     optim: Optim = Optim(epochs=10, patience=3)
 
