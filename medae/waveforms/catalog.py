@@ -22,8 +22,7 @@ import polars as pl
 from medae.errors import DataError
 from medae.io import atomic_path
 from medae.waveforms.channels import canonical_channel
-from medae.waveforms.headers import read_header
-from medae.waveforms.privacy import FOLDER, RECORD, hide_record, show_record
+from medae.waveforms.headers import FOLDER, RECORD, hide_record, read_header, show_record
 from medae.waveforms.reader import layout_segments
 
 log = logging.getLogger(__name__)

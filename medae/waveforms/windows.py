@@ -52,7 +52,7 @@ from medae.waveforms.dsp import (
     rational_ratio,
     resample_runs,
 )
-from medae.waveforms.privacy import hide_record, show_record
+from medae.waveforms.headers import hide_record, show_record
 from medae.waveforms.reader import Chunk, Segment, iter_chunks, record_segments
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["beats", "catalog", "channels", "dsp", "headers", "privacy", "reader", "windows"]
+MODULES = ["beats", "catalog", "channels", "dsp", "headers", "reader", "windows"]
 
 
 @pytest.mark.parametrize("name", MODULES)
