@@ -102,6 +102,9 @@ class Conv1dConfig(Section):
     recon_loss: Literal["mse", "bce"] = "mse"
     linear_skip: bool = True  # a linear path next to the convolutions
     pca_init: bool = True  # start the linear path at the train data's PCA (needs linear_skip)
+    # The convolutional path sees each row at unit RMS and scales its output back, so the model
+    # is gain-equivariant like PCA (beats of a patient taller than every train patient's).
+    scale_equivariant: bool = False
     # Training-only augmentation (input and target alike): random gain in [1-g, 1+g] and a
     # random circular shift of up to ``augment_shift`` samples, for records never seen.
     augment_gain: float = Field(default=0.0, ge=0, lt=1)

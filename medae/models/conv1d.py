@@ -18,6 +18,10 @@ class ConvAutoencoder(Autoencoder):
     it. With ``pca_init`` training starts from exactly PCA (:meth:`init_from_data`: linear path
     = principal subspace of the train rows, convolutional outputs zeroed), so what the
     convolutions learn is a correction on top of PCA rather than a replacement for it.
+    With ``scale_equivariant`` the convolutional path sees each row at unit RMS and its output
+    is scaled back (:meth:`conv_code`, :meth:`conv_decode`), so the whole model, like PCA,
+    treats a beat twice as tall as twice the beat: a patient whose beats are taller or smaller
+    than every train patient's is no longer outside the range the convolutions were fitted on.
 
     >>> import torch
     >>> from medae.models.config import Conv1dConfig, Shape
@@ -93,11 +97,33 @@ class ConvAutoencoder(Autoencoder):
         return rec, {"recon": rec.detach()}
 
     def code(self, xn: Tensor) -> Tensor:
-        h = F.pad(xn, (0, self.padded - self.length)).unsqueeze(1)
-        z = self.to_code(self.down(h))
+        z = self.conv_code(xn)
         return z if self.skip_in is None else z + self.skip_in(xn)
 
     def decode(self, z: Tensor) -> Tensor:
-        h = self.from_code(z).view(z.shape[0], -1, self.padded // 2 ** len(self.config.channels))
-        out = self.up(h).squeeze(1)[:, : self.length]
+        out = self.conv_decode(z)
         return out if self.skip_out is None else out + self.skip_out(z)
+
+    def conv_code(self, xn: Tensor) -> Tensor:
+        """The convolutional path's share of the code (scaled per row if scale-equivariant)."""
+        size = rms(xn) if self.config.scale_equivariant else None
+        h = F.pad(xn if size is None else xn / size, (0, self.padded - self.length))
+        z = self.to_code(self.down(h.unsqueeze(1)))
+        return z if size is None else z * size
+
+    def conv_decode(self, z: Tensor) -> Tensor:
+        """The convolutional path's share of the reconstruction, from the whole code."""
+        size = rms(z) if self.config.scale_equivariant else None
+        h = self.from_code(z if size is None else z / size)
+        out = self.up(h.view(z.shape[0], -1, self.padded // 2 ** len(self.config.channels)))
+        out = out.squeeze(1)[:, : self.length]
+        return out if size is None else out * size
+
+
+def rms(rows: Tensor, floor: float = 1e-6) -> Tensor:
+    """Root mean square of each row, as a column, floored so an all-zero row stays finite.
+
+    >>> [round(v, 4) for v in rms(torch.tensor([[3.0, -3.0], [0.0, 0.0]])).flatten().tolist()]
+    [3.0, 0.0]
+    """
+    return rows.pow(2).mean(dim=1, keepdim=True).sqrt() + floor

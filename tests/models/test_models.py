@@ -62,6 +62,8 @@ CASES = {
     "conv1d": ({"kind": "conv1d", "channels": [4, 8]}, WAVE_SHAPE, wave_rows),
     "conv1d-augment": ({"kind": "conv1d", "channels": [4, 8], "augment_gain": 0.2,
                         "augment_shift": 3}, WAVE_SHAPE, wave_rows),
+    "conv1d-scale-equivariant": ({"kind": "conv1d", "channels": [4, 8],
+                                  "scale_equivariant": True}, WAVE_SHAPE, wave_rows),
     "multimodal-poe": ({"kind": "multimodal_vae", "fusion": "poe"}, MM_SHAPE, multimodal_rows),
     "multimodal-moe": ({"kind": "multimodal_vae", "fusion": "moe"}, MM_SHAPE, multimodal_rows),
 }
@@ -144,6 +146,18 @@ def test_vae_kl_annealing_follows_the_step_counter():
     assert annealed_beta(model) == pytest.approx(0.5)
     model.steps.fill_(1000)
     assert annealed_beta(model) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("equivariant", [True, False])
+def test_scale_equivariant_conv_treats_a_taller_beat_as_the_same_beat_taller(equivariant):
+    # without the linear path (and with the identity normalisation) nothing else adds a bias
+    model = make({"kind": "conv1d", "channels": [4, 8], "linear_skip": False,
+                  "scale_equivariant": equivariant}, WAVE_SHAPE).eval()
+    rows = torch.from_numpy(wave_rows(8))
+    with torch.no_grad():
+        same = [torch.allclose(f(3 * rows), 3 * f(rows), atol=1e-4)
+                for f in (model.encode, model)]
+    assert same == [equivariant, equivariant]
 
 
 def test_conv_pca_init_reconstructs_exactly_like_pca():

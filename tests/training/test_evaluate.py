@@ -23,7 +23,8 @@ def evaluation(tmp_path_factory, tiny_data, mlflow_template, physionet):
         f"evaluate.mitdb={physionet}/mitdb", "evaluate.train_records=[100, 106, 105]",
         "evaluate.tuning_records=[105]", "evaluate.test_records=[119]",
         "evaluate.wave_max_train_beats=300", "evaluate.wave_epochs=1",
-        "evaluate.wave_model={kind: conv1d, channels: [4], latent_dim: 16}",
+        "evaluate.wave_model={kind: conv1d, channels: [4], latent_dim: 16, "
+        "scale_equivariant: true}",
         f"evaluate.out={root}/evaluation.json")
     return params, run(params)
 
