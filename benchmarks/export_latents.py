@@ -180,12 +180,16 @@ def main() -> None:
         forward_split(encoder, batches)
         export_only(encoder, work / "windows", work / "latents" / "ehr", batch_rows)
         rates: dict[str, list[float]] = {"forward": [], "split": [], "export": []}
-        ratios = []
+        ratios, cpu_split, cpu_export = [], [], []
         for r in range(args.repeats):
             n_f, s_f = forward_only(encoder, batches)
+            c0 = time.process_time()
             n_s, s_s = forward_split(encoder, batches)
+            c1 = time.process_time()
             n_e, s_e = export_only(encoder, work / "windows", work / "latents" / "ehr",
                                    batch_rows)
+            cpu_split.append(c1 - c0)
+            cpu_export.append(time.process_time() - c1)
             assert n_f == n_s == n_e == args.windows // args.files * args.files
             for name, rate in (("forward", n_f / s_f), ("split", n_s / s_s),
                                ("export", n_e / s_e)):
@@ -201,6 +205,11 @@ def main() -> None:
               f"(best of default threads / split, median of {args.repeats}; target >= 0.50x: "
               f"{'PASS' if ratio >= 0.5 else 'FAIL'}; load {os.getloadavg()[0]:.1f} on "
               f"{os.cpu_count()} CPUs)")
+        # CPU seconds (all threads; neither path has spinning OpenMP barriers): the ratio both
+        # tend to on an idle machine when each keeps every core busy, whatever the load now
+        print(f"CPU s per run: split forward {statistics.median(cpu_split):.2f}, export "
+              f"{statistics.median(cpu_export):.2f} -> CPU ratio "
+              f"{statistics.median(cpu_split) / statistics.median(cpu_export):.2f}x")
         if args.phases:
             spent = cpu_phases(encoder, work / "windows", batch_rows)
             total = sum(spent.values())

@@ -186,7 +186,7 @@ def iter_windows(path: Path, batch_rows: int, columns: Sequence[str] | None = No
 
     Only ``columns`` are decoded (all when None); a column the file lacks is simply not read,
     so the input builder names it in its own error. ``reader_threads``: decode the columns
-    on Arrow's thread pool (off when several export workers already keep the cores busy).
+    on Arrow's thread pool (off to measure one thread's CPU time).
     """
     try:
         reader = pq.ParquetFile(path)
@@ -200,7 +200,7 @@ def iter_windows(path: Path, batch_rows: int, columns: Sequence[str] | None = No
 
 
 def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
-                batch_rows: int, *, reader_threads: bool = True) -> pl.DataFrame | None:
+                batch_rows: int) -> pl.DataFrame | None:
     """All windows of one input file -> its latent table (input row order kept).
 
     A waveform model is trained on one channel (``encoder.channel``): only that channel's
@@ -208,9 +208,7 @@ def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
     """
     channel = getattr(encoder, "channel", None) if modality.name == "waveforms" else None
     parts = []
-    batches = iter_windows(path, batch_rows, modality.read_columns(),
-                           reader_threads=reader_threads)
-    for n, batch in enumerate(batches):
+    for n, batch in enumerate(iter_windows(path, batch_rows, modality.read_columns())):
         if channel is not None:
             batch = batch.filter(pl.col("channel") == channel)
         if batch.height == 0:
@@ -358,11 +356,9 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
                                       previous.get(path.name) == fingerprints[path.name])]
         if changed and isinstance(encoder, LazyEncoder):
             encoder.load()  # here, once, so torch is loaded before the workers start
-        workers, _ = plan_workers(len(changed) or 1, workers)
 
         def encode_one(path: Path) -> None:
-            latents = encode_file(path, modality, encoder, ref, batch_rows,
-                                  reader_threads=workers == 1)
+            latents = encode_file(path, modality, encoder, ref, batch_rows)
             if latents is not None:  # no part for a file without windows to encode
                 protection.write(protection.apply(latents), staging / path.name)
 
