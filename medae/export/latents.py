@@ -9,10 +9,11 @@ swapped in), so a reader never sees a half-written table.
 
 Throughput: only the columns the keys and the model inputs need are read (``delta``, ``split``
 and labels are never decoded), and the files to encode are spread over one worker thread per
-CPU core, each running the model on one intra-op thread. Decoding Parquet lists costs about as
-much CPU as the forward pass, and runs on one core; beside a two-thread forward it left one
-core idle and, when overlapped, made torch's threads wait on each other at every barrier.
-One thread per worker keeps every core busy with no barrier at all (docs/refresh.md, figures).
+CPU core, each running the model on one torch intra-op thread. Decoding the Parquet list
+columns costs almost as much CPU as the forward pass, and torch's default multi-thread forward
+waits at every OpenMP barrier whenever anything else is runnable (Arrow's and Polars' threads,
+other processes): measured 2-3x slower than the same batches on one thread per core at load
+~10. One thread per worker keeps every core busy with no barrier (docs/refresh.md, figures).
 
 Table layout (DESIGN.md latent contract): key columns, ``z_00..z_NN`` float32, lineage columns
 ``model_name``, ``model_version``, ``mlflow_run_id``. The table folders hold Parquet only
