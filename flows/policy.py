@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 # Training stages and the modality (registered model ``medae-<modality>``) each one trains.
-TRAINING_STAGES = {"train_ehr": "ehr", "train_waveforms": "waveforms"}
+TRAINING_STAGES = {"train_ehr": "ehr", "train_waveforms": "waveforms",
+                   "train_multimodal": "multimodal"}
 
 
 @dataclass(frozen=True)

@@ -5,5 +5,6 @@
 STAGES: dict[str, str] = {
     "train_ehr": "medae.training.train:run_ehr",
     "train_waveforms": "medae.training.train:run_waveforms",
+    "train_multimodal": "medae.training.train:run_multimodal",
     "evaluate": "medae.training.evaluate:run",
 }
