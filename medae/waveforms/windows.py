@@ -129,6 +129,7 @@ class RecordReport:
     # Set only when they apply, so a clean record's entry keeps its usual keys.
     data_longer_than_header: int = 0  # frames in the data files past the declared length
     empty_record: bool = False  # no sample to read: none declared, or only gaps
+    beats_out_of_range: int = 0  # beats left out: R peak outside physical_range
 
     def as_dict(self) -> dict[str, Any]:
         dropped_total = Counter()
@@ -136,7 +137,8 @@ class RecordReport:
             dropped_total.update(counts)
         notes = {key: value for key, value in (
             ("data_longer_than_header", self.data_longer_than_header),
-            ("empty_record", self.empty_record)) if value}
+            ("empty_record", self.empty_record),
+            ("beats_out_of_range", self.beats_out_of_range)) if value}
         return {**notes,
             "windows_produced": sum(self.produced.values()),
             "windows_dropped": {r: dropped_total.get(r, 0) for r in DROP_REASONS},
@@ -219,6 +221,7 @@ class ChannelResult:
     quality: dict[str, np.ndarray]  # kept windows only
     reasons: Counter
     beats: tuple[np.ndarray, np.ndarray, float] | None = None  # values, native peaks, fs
+    beats_out_of_range: int = 0  # beats not cut: R peak outside the physiological range
 
 
 def score_windows(x: np.ndarray, clipped: np.ndarray, y: np.ndarray, z: np.ndarray,
@@ -273,17 +276,23 @@ def process_channel(x: np.ndarray, clipped: np.ndarray, plan: ChannelPlan, chunk
         reasons=Counter(DROP_REASONS[r] for r in reason[~keep]))
     if want_beats and peaks is not None:
         native = peaks_to_native(peaks, plan.fs_out, x, plan.fs_in)
-        result.beats = _chunk_beats(x, z, native, plan, chunk, seg, cfg)
+        result.beats, result.beats_out_of_range = _chunk_beats(x, z, native, plan, chunk, seg,
+                                                               cfg)
     return result
 
 
 def _chunk_beats(x, z, peaks, plan: ChannelPlan, chunk: Chunk, seg: Segment,
-                 cfg: WindowWaveforms) -> tuple[np.ndarray, np.ndarray, float]:
-    """Beats with their R peak in the chunk's core: values, peaks on the record's native
-    sample line (segment offset included) and the beats' actual sampling rate."""
+                 cfg: WindowWaveforms) -> tuple[tuple[np.ndarray, np.ndarray, float], int]:
+    """Beats with their R peak in the chunk's core: ``(values, peaks on the record's native
+    sample line (segment offset included), the beats' actual sampling rate)``, and how many
+    were left out because their R peak is outside the physiological range."""
     spf = seg.samps_per_frame[plan.index]
     core = ((chunk.core_start - chunk.frame0) * spf, (chunk.core_stop - chunk.frame0) * spf)
     peaks = peaks[(peaks >= core[0]) & (peaks < core[1])]
+    # Per-beat normalisation would hide a wrong gain or an uncalibrated lead, as it would
+    # for windows: such beats are left out and counted.
+    implausible = outside_range(x[peaks], cfg.physical_range.get(plan.kind))
+    peaks = peaks[~implausible]
     up, down = rational_ratio(plan.fs_in, cfg.beat_fs)
     fs = plan.fs_in * up / down
     if abs(fs - plan.fs_out) < 1e-9:
@@ -295,7 +304,7 @@ def _chunk_beats(x, z, peaks, plan: ChannelPlan, chunk: Chunk, seg: Segment,
         filtered = resample_runs(xf, plan.fs_in, fs)
     values, kept = cut_beats(filtered, fs, peaks, plan.fs_in, cfg.beat_before_s,
                              cfg.beat_after_s, cfg.normalize)
-    return values, kept + (seg.start_frame + chunk.frame0) * spf, fs
+    return (values, kept + (seg.start_frame + chunk.frame0) * spf, fs), int(implausible.sum())
 
 
 @contextmanager
@@ -437,6 +446,7 @@ def _process_segment(job: RecordJob, seg: Segment, writer, beat_writer, referenc
             report.produced[plan.canonical] += len(res.starts_s)
             report.dropped.setdefault(plan.canonical, Counter()).update(res.reasons)
             tables.append((plan.canonical, _window_table(job, plan.canonical, res, plan.fs_out)))
+            report.beats_out_of_range += res.beats_out_of_range
             if res.beats is not None and len(res.beats[1]):
                 report.beats += len(res.beats[1])
                 beat_writer.write_table(_beat_table(job, plan.canonical, *res.beats,

@@ -42,9 +42,10 @@ def mitdb_copy(physionet: Path, folder: Path, name: str, *, n_frames: int | None
     return folder / name
 
 
-def job(path: Path, tmp_path: Path, subject_id: int | None = None) -> RecordJob:
-    return RecordJob(path.name, str(path), subject_id, None, (), WindowWaveforms(beats=False),
-                     str(tmp_path / "w.parquet"), None)
+def job(path: Path, tmp_path: Path, subject_id: int | None = None,
+        beats: bool = False) -> RecordJob:
+    return RecordJob(path.name, str(path), subject_id, None, (), WindowWaveforms(beats=beats),
+                     str(tmp_path / "w.parquet"), str(tmp_path / "b.parquet") if beats else None)
 
 
 def test_non_numeric_sampling_rate_is_quarantined_with_the_reason(physionet, tmp_path):
@@ -81,12 +82,17 @@ def test_zero_length_record_is_reported_empty(physionet, tmp_path):
 
 def test_absurd_gain_drops_windows_as_out_of_range(physionet, tmp_path):
     path = mitdb_copy(physionet, tmp_path, "gain", gain="1e-12")  # ~1e14 mV
-    report = process_record(job(path, tmp_path))
+    report = process_record(job(path, tmp_path, beats=True))
     assert report["windows_produced"] == 0
     assert report["windows_dropped"]["out_of_range"] == 2 * SECONDS // 10
-    # The same limits keep every window of the correctly scaled record.
-    assert process_record(job(mitdb_copy(physionet, tmp_path, "ok"), tmp_path))[
-        "windows_dropped"]["out_of_range"] == 0
+    # Its beats go too (per-beat normalisation would hide the scale just as well), counted.
+    # (25 R peaks: the 23 beats of the scaled record plus 2 too close to the ends to cut.)
+    assert (report["beats"], report["beats_out_of_range"]) == (0, 25)
+    assert pl.read_parquet(tmp_path / "b.parquet").height == 0
+    # The same limits keep every window and beat of the correctly scaled record.
+    ok = process_record(job(mitdb_copy(physionet, tmp_path, "ok"), tmp_path, beats=True))
+    assert ok["windows_dropped"]["out_of_range"] == 0 and ok["beats"] == 23
+    assert "beats_out_of_range" not in ok
 
 
 def test_failed_record_message_hides_its_path_and_subject(physionet, tmp_path):

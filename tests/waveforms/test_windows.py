@@ -93,6 +93,7 @@ def test_quality_drops_by_reason(wf_run):
     assert {c: channels[c]["dropped"]["out_of_range"] for c in ("ecg_ii", "ecg_v", "abp")} \
         == {"ecg_ii": 2, "ecg_v": 1, "abp": 3}
     assert sum(r["windows_dropped"]["out_of_range"] for r in records.values()) == 6
+    assert records["s00001-2896-10-10-00-31"]["beats_out_of_range"] == 8  # its lead II
     # s00001-2896-10-09-01-56 is a layout header and a 60 s gap ("~"): no sample to read.
     assert records["s00001-2896-10-09-01-56"]["empty_record"] is True
     assert (wf_run[2]["records_empty"], wf_run[2]["records_data_longer_than_header"]) == (1, 0)
