@@ -66,17 +66,17 @@ def bin_events(events: pl.LazyFrame, stays: pl.LazyFrame, variables: list[str],
     """Aggregate numeric events per (stay, bin, variable).
 
     ``stays`` needs ``stay_id``, ``intime`` and ``n_bins`` (grid length); events outside the
-    grid are dropped. Returns ``stay_id, bin, var (index into variables), value``, one row per
-    key in no particular order: the only consumer scatters rows into a grid by their keys, so
-    sorting them (40% of this function's time) would buy nothing.
+    grid are dropped. Returns ``stay_id, bin, var (index into variables), value``, sorted by
+    ``stay_id, bin, var`` (so the cached file has the same bytes on every run). The sort uses
+    the exact two-integer key ``(stay_id, bin * len(variables) + var)``: the same order as the
+    three columns, at about 60% of the cost of a three-column sort.
 
     >>> from datetime import datetime as dt
     >>> ev = pl.LazyFrame({"stay_id": [1, 1, 1], "code": ["A", "A", "B"],
     ...     "time": [dt(2100, 1, 1, 0, 10), dt(2100, 1, 1, 0, 50), dt(2100, 1, 1, 2)],
     ...     "numeric_value": [1.0, 3.0, 5.0]})
     >>> st = pl.LazyFrame({"stay_id": [1], "intime": [dt(2100, 1, 1)], "n_bins": [24]})
-    >>> bin_events(ev, st, ["A", "B"], {"A": "mean", "B": "sum"}, 1).collect().sort(
-    ...     "stay_id", "bin", "var").rows()
+    >>> bin_events(ev, st, ["A", "B"], {"A": "mean", "B": "sum"}, 1).collect().rows()
     [(1, 0, 0, 2.0), (1, 2, 1, 5.0)]
     """
     codes = pl.LazyFrame({"code": variables, "var": list(range(len(variables))),
@@ -97,7 +97,9 @@ def bin_events(events: pl.LazyFrame, stays: pl.LazyFrame, variables: list[str],
         .agg(reducers[agg].alias("value"))
         for agg in sorted(set(aggregations[c] for c in variables))
     ]
-    return pl.concat(parts)
+    # var < len(variables) and bin < 2**31, so the second key is exact and fits in an Int64
+    return pl.concat(parts).sort(
+        pl.col("stay_id"), pl.col("bin").cast(pl.Int64) * len(variables) + pl.col("var"))
 
 
 def fill_forward(values: np.ndarray, max_gap_bins: int,
