@@ -124,6 +124,18 @@ def merge_counts(shard_rows: Iterable[list[dict[str, Any]]], ingested: Iterable[
     return {"tables": dict(sorted(tables.items())), "variables": dict(sorted(variables.items()))}
 
 
+def _reference_phrase(reference: dict[str, Any]) -> str:
+    """How the markdown names the ``time_in_future`` bound: a configured date as it is, but
+    never a patient's discharge time (the JSON twin keeps the value for the engineer).
+
+    >>> _reference_phrase({"max_event_time": "2180-01-01T00:00:00", "source": "latest x"})
+    'the latest admissions.dischtime in the source'
+    """
+    if reference.get("source") == "clean_ehr.max_event_time":
+        return f"clean_ehr.max_event_time ({reference['max_event_time']})"
+    return "the latest admissions.dischtime in the source"
+
+
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """``<path>`` as JSON and a markdown twin beside it (same name, ``.md``)."""
     write_json_atomic(path, report)
@@ -131,7 +143,7 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
              f"Removal reasons: {', '.join(REMOVALS)}. Converted and clipped rows are counted "
              "before duplicates are removed. outside_stay, before_admission (earlier than the "
              "admittime of the row's hadm_id) and time_in_future (later than "
-             f"{report.get('time_reference', {}).get('max_event_time') or 'the reference time'}"
+             f"{_reference_phrase(report.get('time_reference', {}))}"
              ") are kept in the store and counted for review.", ""]
     for title, key in (("Source tables", "tables"), ("Dictionary variables", "variables")):
         lines += [f"## {title}", "", "| name | " + " | ".join(COUNTS) + " |",
