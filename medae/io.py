@@ -22,7 +22,7 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -165,21 +165,53 @@ def _release(where: Path, folder: Path) -> None:
             where.rmdir()
 
 
+def _create_temporary(folder: Path, create: Callable[[Path], str]) -> Path:
+    """``create(where)`` in ``folder``'s temporaries folder (see :func:`temporaries_folder`)."""
+    for _ in range(5):  # a concurrent writer may remove the empty folder between two calls
+        where = temporaries_folder(folder)
+        _sweep_once(where)
+        try:
+            return Path(create(where))
+        except FileNotFoundError:
+            continue
+    return Path(create(folder))  # keep losing that race: write beside the target instead
+
+
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     ensure_dir(path.parent)
     prefix, suffix = f".{path.name}.{_writer_tag()}", f".tmp{suffix}"
-    for _ in range(5):  # a concurrent writer may remove the empty folder between two calls
-        where = temporaries_folder(path.parent)
-        _sweep_once(where)
-        try:
-            fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=where)
-            break
-        except FileNotFoundError:
-            continue
-    else:  # keep losing that race: write beside the target instead
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return Path(name)
+
+    def create(where: Path) -> str:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=where)
+        os.close(fd)
+        return name
+
+    return _create_temporary(path.parent, create)
+
+
+@contextmanager
+def staging_dir(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """A scratch directory on ``folder``'s file system, for outputs built in several files and
+    then renamed into ``folder``; removed on exit. Named like :func:`atomic_path`'s
+    temporaries, so when the process is killed first, the next writer's sweep removes it.
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "table"
+    >>> with staging_dir(out) as scratch:
+    ...     scratch.is_dir(), scratch.parent.name
+    (True, '.table.medae-tmp')
+    >>> scratch.exists(), scratch.parent.exists()
+    (False, False)
+    """
+    target = ensure_dir(folder)
+    prefix = f".{target.name}.{_writer_tag()}"
+    scratch = _create_temporary(
+        target, lambda where: tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=where))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        _release(scratch.parent, target)
 
 
 @contextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from medae.ehr.tables import (
 )
 from medae.errors import DataError
 from medae.executor import map_items
-from medae.io import atomic_path
+from medae.io import atomic_path, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,25 +89,25 @@ def ingest_table(item: dict[str, Any]) -> dict[str, Any]:
         with atomic_path(out / f"{spec.name}.parquet") as tmp:
             lf.sort("itemid").sink_parquet(tmp)
         return {"table": spec.name, "changed_shards": [], "removed_no_subject": 0}
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=out))
-    try:
-        lf.with_columns(shard_expr(shards)).sink_parquet(
-            pl.PartitionBy(staging / "parts", key="shard", include_key=False,
-                           approximate_bytes_per_file=None)
-        )
-        changed = []
-        for shard, target in enumerate(shard_files(out, spec.name, shards)):
-            fresh = staging / target.name
-            _collect_partition(staging / "parts" / f"shard={shard}", canonical_schema(spec), fresh)
-            if _replace_if_changed(fresh, target):
-                changed.append(shard)
-        # rows whose subject_id is empty or not a number land in the null partition
-        no_subject = _count_rows(staging / "parts" / "shard=__HIVE_DEFAULT_PARTITION__")
-    except (pl.exceptions.PolarsError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot be read as table '{spec.name}': "
-                        f"{describe_error(exc)}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    # the scratch folder is named so that, after a SIGKILL, the next run's sweep removes it
+    with staging_dir(out / spec.name) as staging:
+        try:
+            lf.with_columns(shard_expr(shards)).sink_parquet(
+                pl.PartitionBy(staging / "parts", key="shard", include_key=False,
+                               approximate_bytes_per_file=None)
+            )
+            changed = []
+            for shard, target in enumerate(shard_files(out, spec.name, shards)):
+                fresh = staging / target.name
+                _collect_partition(staging / "parts" / f"shard={shard}",
+                                   canonical_schema(spec), fresh)
+                if _replace_if_changed(fresh, target):
+                    changed.append(shard)
+            # rows whose subject_id is empty or not a number land in the null partition
+            no_subject = _count_rows(staging / "parts" / "shard=__HIVE_DEFAULT_PARTITION__")
+        except (pl.exceptions.PolarsError, OSError, EOFError) as exc:
+            raise DataError(f"{path}: cannot be read as table '{spec.name}': "
+                            f"{describe_error(exc)}") from None
     if no_subject:
         log.warning("%s: %d rows without a valid subject_id dropped", path, no_subject)
     for stale in (out / spec.name).glob("shard_*.parquet"):

@@ -174,6 +174,8 @@ def test_sigkill_leaves_previous_outputs_and_rerun_converges(spec, valid_project
         rerun = harness.run_stage(project, spec.stage)
         assert rerun.returncode == 0, f"re-run after kill at {point} {k}: {rerun.stderr[-1000:]}"
         assert normalised(project) == expected, f"re-run after kill at {point} {k} differs"
+        assert not harness.leftovers(project), (
+            f"the re-run after kill at {point} {k} did not sweep the killed run's temporaries")
         broken = scans - readable_scans(project)
         assert not broken, f"after the re-run these still do not read as tables: {broken}"
     assert killed >= 2, f"{spec.stage}: only {killed} kill points were reached"
