@@ -41,6 +41,10 @@ train_waveforms:
   model: {kind: conv1d, channels: [4, 8], latent_dim: 8}
   optim: {epochs: 2, patience: 2}
   system_metrics: false
+train_multimodal:
+  model: {kind: multimodal_vae, hidden: [16], latent_dim: 4}
+  optim: {epochs: 2, patience: 2}
+  system_metrics: false
 evaluate:
   mitdb: {mitdb}
   ehr_epochs: 2
@@ -62,13 +66,15 @@ BOOKKEEPING = ("run_id", "model_uri", "version", "champion")
 @pytest.fixture(scope="module")
 def trained_project(valid_project, physionet, tmp_path_factory) -> Path:
     """The valid project with both models trained once and their latents exported."""
-    missing = harness.missing_stages(("train_ehr", "train_waveforms", "export_latents"))
+    missing = harness.missing_stages(("train_ehr", "train_waveforms", "train_multimodal",
+                                      "export_latents"))
     if missing:
         pytest.skip(f"stage not registered yet: {', '.join(missing)}")
     project = tmp_path_factory.mktemp("trained") / "project"
     shutil.copytree(valid_project, project, symlinks=True)
     (project / "params.yaml").write_text(TINY_PARAMS.replace("{mitdb}", str(physionet / "mitdb")))
-    chain = ("clean_ehr", "featurize_ehr", "train_ehr", "train_waveforms", "export_latents")
+    chain = ("clean_ehr", "featurize_ehr", "train_ehr", "train_waveforms", "train_multimodal",
+             "export_latents")
     for run in harness.run_chain(project, chain):
         assert run.returncode == 0, f"{run.stage}: {run.stderr[-1500:]}"
     return project
@@ -155,6 +161,7 @@ TRAIN_KILLS = {
             ("rename", 3)),    # registered, pointer not yet published
     # the same training code; two points keep the suite's time down
     "waveforms": (("rename", 2), ("rename", 3)),
+    "multimodal": (("rename", 2), ("rename", 3)),
 }
 
 
@@ -163,7 +170,7 @@ def trained_view(project: Path, modality: str):
             (project / "reports" / f"loss_{modality}.csv").read_bytes())
 
 
-@pytest.mark.parametrize("modality", ["ehr", "waveforms"])
+@pytest.mark.parametrize("modality", ["ehr", "waveforms", "multimodal"])
 def test_sigkill_in_training_keeps_the_champion_and_resume_converges(modality, trained_project,
                                                                     physionet, tmp_path):
     stage = f"train_{modality}"
@@ -174,7 +181,7 @@ def test_sigkill_in_training_keeps_the_champion_and_resume_converges(modality, t
                             corpus.mitdb_samples(physionet, 40.0))
         for run in harness.run_chain(prepared, ("catalog_waveforms", "window_waveforms")):
             assert run.returncode == 0, run.stderr[-1000:]
-    else:
+    else:  # new EHR windows (the multimodal rows pair them with the linked ECG windows)
         prepared = prepared_copy(trained_project, tmp_path / "prepared")
     pointer_before = (prepared / "models" / f"{modality}.json").read_bytes()
     champion_before = champion_digest(prepared, modality)
