@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import doctest
-import importlib
 
 import pytest
+
+from tests.doctests import assert_examples_pass
 
 MODULES = ["dictionary", "dq", "events", "featurize", "meds", "shards", "tables"]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
-    module = importlib.import_module(f"medae.ehr.{name}")
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0, f"medae.ehr.{name} has no examples"
-    assert result.failed == 0
+    assert_examples_pass(f"medae.ehr.{name}", flags=doctest.ELLIPSIS)

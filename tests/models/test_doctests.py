@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
-
 import pytest
+
+from tests.doctests import assert_examples_pass
 
 MODULES = ["base", "build", "config", "conv1d"]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_module_doctests(name):
-    result = doctest.testmod(importlib.import_module(f"medae.models.{name}"))
-    assert result.attempted > 0 and result.failed == 0
+    assert_examples_pass(f"medae.models.{name}")
