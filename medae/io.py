@@ -101,8 +101,14 @@ _TEMP_NAME = re.compile(r"^\..+\.([0-9a-f]{8})\.(\d+)\.[a-z0-9_]+\.tmp")
 _swept: set[str] = set()
 
 
-def _writer_tag() -> str:
-    return f"{_HOST}.{os.getpid()}."
+def _temp_prefix(name: str) -> str:
+    """``.<name>.<host>.<pid>.``: the start of every temporary's name, as ``_TEMP_NAME``
+    (the sweep) reads it back."""
+    return f".{name}.{_HOST}.{os.getpid()}."
+
+
+def _temp_dir(name: str, where: Path) -> str:
+    return tempfile.mkdtemp(prefix=_temp_prefix(name), suffix=".tmp", dir=where)
 
 
 def _alive(pid: int) -> bool:
@@ -179,7 +185,7 @@ def _create_temporary(folder: Path, create: Callable[[Path], str]) -> Path:
 
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     ensure_dir(path.parent)
-    prefix, suffix = f".{path.name}.{_writer_tag()}", f".tmp{suffix}"
+    prefix, suffix = _temp_prefix(path.name), f".tmp{suffix}"
 
     def create(where: Path) -> str:
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=where)
@@ -204,9 +210,7 @@ def staging_dir(folder: str | os.PathLike[str]) -> Iterator[Path]:
     (False, False)
     """
     target = ensure_dir(folder)
-    prefix = f".{target.name}.{_writer_tag()}"
-    scratch = _create_temporary(
-        target, lambda where: tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=where))
+    scratch = _create_temporary(target, lambda where: _temp_dir(target.name, where))
     try:
         yield scratch
     finally:
@@ -311,8 +315,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(old, target)  # a previous swap was interrupted between its two renames
     shutil.rmtree(old, ignore_errors=True)
     _sweep_once(target.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_writer_tag()}", suffix=".tmp",
-                                    dir=target.parent))
+    staging = Path(_temp_dir(target.name, target.parent))
     try:
         yield staging
         apply_output_modes(staging)
