@@ -117,14 +117,19 @@ class _Progress:
             self._bar.stop()
 
 
-def worker_count(config: Any) -> int:
-    """Workers for a local map: configured count, else the number of usable cores."""
-    if config.workers:
-        return max(1, int(config.workers))
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def worker_count(config: Any) -> int:
+    """Workers for a local map: configured count, else the number of usable cores."""
+    if config.workers:
+        return max(1, int(config.workers))
+    return usable_cores()
 
 
 def map_items(

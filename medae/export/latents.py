@@ -42,6 +42,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError
+from medae.executor import usable_cores
 from medae.io import atomic_dir, file_digest, read_json, write_json_atomic
 from medae.privacy.protection import Protection
 from medae.training.encode import EHR_PARTS
@@ -228,7 +229,7 @@ def _cores() -> int:
     torch = sys.modules.get("torch")
     if torch is not None:
         return torch.get_num_threads()
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return usable_cores()
 
 
 def _limit_intra_op_threads(threads: int) -> None:
