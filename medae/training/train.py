@@ -274,7 +274,8 @@ def train_and_register(params: Any, modality: str, section: str, data: Prepared)
                    "best_epoch": result.state.best_epoch + 1,
                    "epochs_run": result.state.epoch}
         mlflow.log_metrics(metrics)
-        tracking.log_artifacts_dir(run_artifacts(model, result, data, cfg, section, modality))
+        tracking.log_artifacts_dir(run_artifacts(model, result, data, cfg, section, modality,
+                                                  params_hash))
         info = tracking.log_model(model, modality)
         version = int(info.registered_model_version)
         run_id = run.info.run_id
@@ -288,8 +289,8 @@ def train_and_register(params: Any, modality: str, section: str, data: Prepared)
             "resumed_from_epoch": result.resumed_from}
 
 
-def run_artifacts(model, result, data: Prepared, cfg, section: str,
-                  modality: str) -> dict[str, Any]:
+def run_artifacts(model, result, data: Prepared, cfg, section: str, modality: str,
+                  params_hash: str) -> dict[str, Any]:
     """Loss curve, normalisation statistics, resolved config (+ reconstructions for waveforms)."""
     from medae.training import tracking
 
@@ -298,7 +299,8 @@ def run_artifacts(model, result, data: Prepared, cfg, section: str,
         "normalisation.json": data.stats,
         "config.json": {section: cfg.model_dump(mode="json"),
                         "shape": data.shape.model_dump(mode="json"),
-                        "data_version": data.data_version, "device": result.device},
+                        "data_version": data.data_version, "params_hash": params_hash,
+                        "device": result.device},
     }
     if modality == "waveforms":
         artifacts["reconstruction.png"] = lambda p: reconstruction_plot(model, data.tuning, p)

@@ -57,6 +57,10 @@ def test_run_logs_params_metrics_and_artifacts(workdir):
     artifacts = {a.path for a in client(params).list_artifacts(summary["run_id"])}
     assert {"loss_curve.png", "reconstruction.png", "normalisation.json",
             "config.json"} <= artifacts
+    import mlflow
+
+    config = mlflow.artifacts.load_dict(f"runs:/{summary['run_id']}/config.json")
+    assert config["params_hash"] == run.data.params["params_hash"]  # the resolved config
     experiment = client(params).get_experiment(run.info.experiment_id)
     assert experiment.name == "medae-waveforms"
     assert not (workdir / "checkpoints" / "waveforms").exists()  # cleaned after registering
