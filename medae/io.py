@@ -255,6 +255,16 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return None
 
 
+def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A stage's JSON state file (fingerprints, manifests, reports) as a dict; empty when it
+    is missing or torn, which only costs a recompute.
+
+    >>> read_state("/nonexistent/_fingerprints.json")
+    {}
+    """
+    return read_json(path) or {}
+
+
 def file_digest(path: str | os.PathLike[str]) -> str:
     """sha256 of a file's bytes, streamed in 1 MiB blocks (content, not mtime: DVC checkouts
     touch mtimes)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from medae.io import file_digest, read_json, write_json_atomic
+from medae.io import file_digest, read_state, write_json_atomic
 
 FINGERPRINTS = "_fingerprints.json"
 # Knuth's multiplicative constant: a stable, well-mixed hash of integer ids that does not
@@ -59,7 +59,7 @@ def files_digest(paths: Iterable[Path]) -> str:
 
 
 def load_fingerprints(out: Path) -> dict[str, Any]:
-    return read_json(out / FINGERPRINTS) or {}  # a lost or torn file costs a full recompute
+    return read_state(out / FINGERPRINTS)
 
 
 def save_fingerprints(out: Path, fingerprints: dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError
 from medae.executor import usable_cores
-from medae.io import atomic_dir, file_digest, read_json, write_json_atomic
+from medae.io import atomic_dir, file_digest, read_state, write_json_atomic
 from medae.privacy.protection import Protection
 from medae.training.encode import EHR_PARTS
 
@@ -311,18 +311,14 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return read_json(path) or {}
-
-
 def read_manifest(table_dir: Path) -> dict[str, Any]:
     """The manifest of one latent table (``<out>/_manifest.json``, keyed by table name)."""
-    return _read_json(Path(table_dir).parent / MANIFEST).get(Path(table_dir).name, {})
+    return read_state(Path(table_dir).parent / MANIFEST).get(Path(table_dir).name, {})
 
 
 def _set_entry(index_file: Path, key: str, value: Any) -> None:
     """Replace one table's entry of a JSON index beside the tables (None removes it)."""
-    index = _read_json(index_file)
+    index = read_state(index_file)
     if value is None:
         index.pop(key, None)
     else:
@@ -348,7 +344,7 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
         raise DataError(f"{modality.windows}: no window files for modality '{modality.name}'; "
                         f"run the upstream stages first")
     fingerprint_file = out_dir.parent / FINGERPRINTS
-    previous = _read_json(fingerprint_file).get(out_dir.name, {})
+    previous = read_state(fingerprint_file).get(out_dir.name, {})
     lineage = f"{ref.name}:{ref.version}:{ref.run_id}:{params_hash}:{protection.tag}"
     fingerprints = {path.name: f"{digest}:{lineage}"
                     for path, digest in zip(inputs, file_digests(inputs), strict=True)}

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError
-from medae.io import atomic_path, ensure_dir, read_json, write_json_atomic
+from medae.io import atomic_path, ensure_dir, read_state, write_json_atomic
 from medae.waveforms.beats import (
     beat_quality,
     cut_beats,
@@ -545,10 +545,6 @@ def work_estimate(row: dict[str, Any]) -> int:
     return frames * max(1, len(row["channels"] or []))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return read_json(path) or {}
-
-
 def run(params) -> dict[str, Any]:
     """Stage ``window_waveforms``: window every catalogued record that changed."""
     import polars as pl
@@ -564,8 +560,8 @@ def run(params) -> dict[str, Any]:
     ensure_dir(out)
     if cfg.beats:
         ensure_dir(params.path(cfg.beats_out))
-    old_prints = _read_json(out / FINGERPRINTS)
-    old_report = _read_json(report_file).get("records", {})
+    old_prints = read_state(out / FINGERPRINTS)
+    old_report = read_state(report_file).get("records", {})
     stays = _stays_by_subject(load_stays_or_none(params))
 
     records: dict[str, Any] = {}
