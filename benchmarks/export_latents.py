@@ -58,7 +58,7 @@ def make_windows(folder: Path, n_windows: int, n_files: int, bins: int, variable
         frame.write_parquet(folder / f"part_{f:04d}.parquet", compression=compression)
 
 
-def build_encoder(params, bins: int, variables: int):
+def build_encoder(params, bins: int, variables: int, device: str):
     import torch
 
     from medae.models.build import build_model
@@ -67,8 +67,8 @@ def build_encoder(params, bins: int, variables: int):
     torch.manual_seed(0)
     width = 2 * bins * variables + 2
     model = build_model(params.train_ehr.model, ehr_shape(width, bins * variables, bins))
-    model.eval()
-    return Encoder(model=model, device="cpu", batch_size=params.export_latents.batch_rows)
+    model.to(device).eval()
+    return Encoder(model=model, device=device, batch_size=params.export_latents.batch_rows)
 
 
 def model_batches(folder: Path, batch_rows: int) -> list:
@@ -161,6 +161,8 @@ def main() -> None:
     parser.add_argument("--compression", default="zstd",
                         help="codec of the generated window files (featurize_ehr writes zstd); "
                              "shows what a cheaper-to-decode input format would give")
+    parser.add_argument("--device", default="auto",
+                        help="cpu | cuda | auto (export's own choice: CUDA, then MPS, then CPU)")
     parser.add_argument("--phases", action="store_true",
                         help="also print the CPU seconds of each export phase on one thread")
     args = parser.parse_args()
@@ -168,20 +170,22 @@ def main() -> None:
     import torch
 
     from medae.config import load_params
+    from medae.training.encode import best_device
 
     params = load_params()
+    device = best_device() if args.device == "auto" else args.device
     batch_rows = params.export_latents.batch_rows
     work = Path(tempfile.mkdtemp(prefix="medae-bench-export-"))
     try:
         (work / "windows").mkdir()
         make_windows(work / "windows", args.windows, args.files, args.bins, args.variables,
                      args.compression)
-        encoder = build_encoder(params, args.bins, args.variables)
+        encoder = build_encoder(params, args.bins, args.variables, device)
         batches = model_batches(work / "windows", batch_rows)
         print(f"load: {os.getloadavg()[0]:.1f} (1 min), torch threads {torch.get_num_threads()}"
               f", {args.windows} windows x {2 * args.bins * args.variables + 2} inputs in "
               f"{args.files} {args.compression} files, model {params.train_ehr.model.kind}, "
-              f"batch {batch_rows}")
+              f"batch {batch_rows}, device {device}")
         # warm-up: allocator, kernels, and lazy imports every path pays once per process
         forward_only(encoder, batches)
         forward_split(encoder, batches)
@@ -213,7 +217,8 @@ def main() -> None:
         print(f"SUMMARY export {med['export']:,.0f} rows/s = {ratio:.2f}x the bare forward pass "
               f"(the faster of default threads / split, median of {args.repeats}; target >= "
               f"0.50x: {'PASS' if ratio >= 0.5 else 'FAIL'}); {default:.2f}x the default-threads "
-              f"forward alone; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+              f"forward alone; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, "
+              f"device {device}")
         # CPU seconds (all threads; neither path has spinning OpenMP barriers): the ratio both
         # tend to on an idle machine when each keeps every core busy, whatever the load now
         print(f"CPU s per run: split forward {statistics.median(cpu_split):.2f}, export "
