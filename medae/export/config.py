@@ -10,7 +10,8 @@ from medae.config_base import Section
 class ExportLatents(Section):
     """``export_latents``: champion models -> ``<out>/<modality>/`` latent Parquet tables.
 
-    ``modalities``: which models to export (``medae-<modality>@champion``).
+    ``modalities``: which models to export (``medae-<modality>@champion``); ``multimodal`` is
+    skipped while ``train_multimodal.pointer`` does not exist (no model trained yet).
     ``batch_rows``: windows per forward pass (and per streamed input chunk); one output part
     per input window file.
     ``meds``: also write MEDS events (``LATENT//<model>//dNN``) under ``<out>/_meds/<modality>/``.
@@ -23,7 +24,8 @@ class ExportLatents(Section):
     """
 
     out: str = "data/latents"
-    modalities: tuple[Literal["ehr", "waveforms"], ...] = ("ehr", "waveforms")
+    modalities: tuple[Literal["ehr", "waveforms", "multimodal"], ...] = (
+        "ehr", "waveforms", "multimodal")
     alias: str = "champion"
     batch_rows: int = Field(default=4096, ge=1)
     meds: bool = False

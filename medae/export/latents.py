@@ -90,6 +90,10 @@ class Modality:
     inputs: Callable[[pl.DataFrame], np.ndarray]
     # columns to read; None = ``READ_COLUMNS[name]`` (every column for an unknown modality)
     columns: tuple[str, ...] | None = None
+    # A part that depends on more than its own input file (multimodal: the waveform files of
+    # its stays) adds their hash to its fingerprint, and encodes itself (medae.export.multimodal)
+    extra_fingerprints: Callable[[Sequence[Path]], dict[str, str]] | None = None
+    encode: Callable[[Path, Encoder, ModelRef, int], pl.DataFrame | None] | None = None
 
     def read_columns(self) -> tuple[str, ...] | None:
         return self.columns if self.columns is not None else READ_COLUMNS.get(self.name)
@@ -346,7 +350,8 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
     fingerprint_file = out_dir.parent / FINGERPRINTS
     previous = read_state(fingerprint_file).get(out_dir.name, {})
     lineage = f"{ref.name}:{ref.version}:{ref.run_id}:{params_hash}:{protection.tag}"
-    fingerprints = {path.name: f"{digest}:{lineage}"
+    extra = modality.extra_fingerprints(inputs) if modality.extra_fingerprints else {}
+    fingerprints = {path.name: f"{digest}{extra.get(path.name, '')}:{lineage}"
                     for path, digest in zip(inputs, file_digests(inputs), strict=True)}
     with atomic_dir(out_dir) as staging:
         changed = [path for path in inputs
@@ -356,7 +361,8 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
             encoder.load()  # here, once, so torch is loaded before the workers start
 
         def encode_one(path: Path) -> None:
-            latents = encode_file(path, modality, encoder, ref, batch_rows)
+            latents = (modality.encode(path, encoder, ref, batch_rows) if modality.encode
+                       else encode_file(path, modality, encoder, ref, batch_rows))
             if latents is not None:  # no part for a file without windows to encode
                 protection.write(protection.apply(latents), staging / path.name)
 
@@ -460,6 +466,7 @@ def resolve_alias(tracking_uri: str, name: str, alias: str) -> ModelRef:
 
 def modalities(params: Any) -> dict[str, Modality]:
     """The modalities export knows, wired to their window folders and input builders."""
+    from medae.export import multimodal
     from medae.training import encode
 
     return {
@@ -467,6 +474,7 @@ def modalities(params: Any) -> dict[str, Modality]:
                         encode.ehr_inputs),
         "waveforms": Modality("waveforms", params.path(params.window_waveforms.out),
                               "window_waveforms", encode.waveform_inputs),
+        "multimodal": multimodal.modality(params),
     }
 
 
@@ -478,6 +486,7 @@ def run(params: Any) -> dict[str, Any]:
 
     import mlflow
 
+    from medae.export import multimodal
     from medae.training.encode import load_encoder
 
     uri = params.mlflow_uri()
@@ -488,6 +497,11 @@ def run(params: Any) -> dict[str, Any]:
     summary: dict[str, Any] = {"out": str(out_root), "modalities": {}}
     for name in cfg.modalities:
         modality = known[name]
+        if name == "multimodal" and not multimodal.pointer(params).exists():
+            log.info("export multimodal: no %s (train_multimodal has not run); skipped",
+                     multimodal.pointer(params))
+            summary["modalities"][name] = {"skipped": "no multimodal model trained"}
+            continue
         ref = resolve_alias(uri, f"medae-{name}", cfg.alias)
         encoder = LazyEncoder(ref.uri, load_encoder)
         manifest = export_modality(

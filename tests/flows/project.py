@@ -20,6 +20,7 @@ TINY_PARAMS: dict[str, Any] = {
     "ingest_ehr": {"shards": 2},
     "train_ehr": {"optim": {"epochs": 1, "batch_size": 64}, "system_metrics": False},
     "train_waveforms": {"optim": {"epochs": 1, "batch_size": 64}, "system_metrics": False},
+    "train_multimodal": {"optim": {"epochs": 1, "batch_size": 64}, "system_metrics": False},
     "evaluate": {"ehr_epochs": 1, "wave_epochs": 1, "train_records": ["100"],
                  "test_records": ["118"]},
     "refresh": {"retries": 0},

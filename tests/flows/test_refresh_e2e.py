@@ -22,7 +22,7 @@ from tests.flows.project import make_project, synth
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 STAGES = ["ingest_ehr", "clean_ehr", "featurize_ehr", "catalog_waveforms", "window_waveforms",
-          "train_ehr", "train_waveforms", "export_latents"]
+          "train_ehr", "train_waveforms", "train_multimodal", "export_latents"]
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +62,15 @@ def test_run_report_is_a_prefect_artifact(refreshed):
     assert any("| export_latents | ran |" in a.data for a in artifacts)
 
 
-@pytest.mark.parametrize("modality", ["ehr", "waveforms"])
+@pytest.mark.parametrize("modality", ["ehr", "waveforms", "multimodal"])
 def test_latents_follow_the_contract_with_one_row_per_window(refreshed, modality):
     project, params, summary, _ = refreshed
     table = latent_table(project, modality)
-    keys = (["subject_id", "hadm_id", "stay_id", "window_start", "window_end"]
-            if modality == "ehr" else
-            ["subject_id", "stay_id", "record_name", "channel", "window_start", "window_end",
-             "start_s"])
+    keys = {"ehr": ["subject_id", "hadm_id", "stay_id", "window_start", "window_end"],
+            "waveforms": ["subject_id", "stay_id", "record_name", "channel", "window_start",
+                          "window_end", "start_s"],
+            "multimodal": ["subject_id", "hadm_id", "stay_id", "window_start", "window_end",
+                           "has_waveform"]}[modality]
     zcols = [c for c in table.columns if c.startswith("z_")]
     assert table.columns == keys + zcols + ["model_name", "model_version", "mlflow_run_id"]
     assert zcols == [f"z_{i:02d}" for i in range(len(zcols))] and len(zcols) >= 2
@@ -79,7 +80,7 @@ def test_latents_follow_the_contract_with_one_row_per_window(refreshed, modality
     assert table.select(pl.col(zcols).is_nan().any()).row(0) == (False,) * len(zcols)
     assert set(table["model_name"]) == {f"medae-{modality}"}
 
-    folder = {"ehr": "ehr_windows", "waveforms": "waveform_windows"}[modality]
+    folder = {"waveforms": "waveform_windows"}.get(modality, "ehr_windows")
     windows = pl.scan_parquet(f"{project / 'data' / 'features' / folder}/*.parquet")
     if modality == "waveforms":
         windows = windows.filter(pl.col("channel") == params.train_waveforms.channel)
