@@ -79,6 +79,8 @@ def test_latents_follow_the_contract_with_one_row_per_window(refreshed, modality
     assert table.schema["subject_id"] == pl.Int64
     assert table.select(pl.col(zcols).is_nan().any()).row(0) == (False,) * len(zcols)
     assert set(table["model_name"]) == {f"medae-{modality}"}
+    if modality == "multimodal":  # EHR windows, some fused with their ecg_ii window
+        assert 0 < table["has_waveform"].sum() < table.height
 
     folder = {"waveforms": "waveform_windows"}.get(modality, "ehr_windows")
     windows = pl.scan_parquet(f"{project / 'data' / 'features' / folder}/*.parquet")
