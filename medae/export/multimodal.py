@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from medae.errors import DataError
 from medae.export import latents
@@ -38,12 +40,37 @@ WAVE_COLUMNS = {"subject_id": pl.Int64, "stay_id": pl.Int64, "record_name": pl.S
 
 
 def file_stays(path: Path) -> set[int]:
-    """The stays a windows file (EHR or waveform) has windows for: its ``stay_id`` only."""
+    """The stays a windows file (EHR or waveform) has windows for: its ``stay_id`` only.
+
+    Read from the Parquet footer when every row group holds one stay (a record lies in one
+    stay; ~0.15 ms a file against ~1 ms to decode the column), else from the column.
+    """
     try:
-        stays = pl.read_parquet(path, columns=["stay_id"])["stay_id"]
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise DataError(f"{path}: cannot read column 'stay_id' ({exc})") from None
-    return set(stays.drop_nulls().unique().to_list())
+        stays = _footer_stays(pq.ParquetFile(path).metadata)
+        if stays is None:
+            stays = set(pl.read_parquet(path, columns=["stay_id"])["stay_id"].drop_nulls())
+        return stays
+    except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: cannot read column 'stay_id' "
+                        f"({str(exc).splitlines()[0]})") from None
+
+
+def _footer_stays(meta: pq.FileMetaData) -> set[int] | None:
+    """Stays from the row-group statistics of ``stay_id``; None when they do not settle it."""
+    stays: set[int] = set()
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        column = next((group.column(c) for c in range(group.num_columns)
+                       if group.column(c).path_in_schema == "stay_id"), None)
+        stats = column.statistics if column is not None else None
+        if stats is None or stats.null_count is None:
+            return None
+        if stats.null_count == group.num_rows:
+            continue  # no stay in this row group
+        if not stats.has_min_max or stats.min != stats.max:
+            return None
+        stays.add(int(stats.min))
+    return stays
 
 
 def eligible_windows(lf: pl.LazyFrame, channel: str, max_nan_frac: float,
@@ -125,7 +152,8 @@ class FusedWindows:
                                     pl.Series(sorted(stays), dtype=pl.Int64)).collect()
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"{self.wave_folder}: waveform windows of the stays in "
-                            f"{ehr_file.name}: cannot read ({exc})") from None
+                            f"{ehr_file.name}: cannot read ({str(exc).splitlines()[0]})"
+                            ) from None
         return wave.sort("record_name", "start_s")
 
     def encode(self, path: Path, encoder: latents.Encoder, ref: latents.ModelRef,

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 import medae.export.multimodal as multimodal
+from medae.errors import DataError
 from medae.export import latents
 from medae.training import pairs
 from medae.training.encode import ehr_inputs, multimodal_inputs, waveform_inputs
@@ -94,8 +96,13 @@ def test_consumer_joins_to_stays_on_the_keys(project, exported):
 
 
 def test_rows_equal_the_encoder_on_the_training_pairing(project, exported):
+    import mlflow
+
     from medae.training.encode import load_encoder
 
+    uri = export_params(project).mlflow_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     encoder = load_encoder("models:/medae-multimodal@champion", device="cpu")
     part = project / "ehr_windows" / "part_0001.parquet"
     ehr = pl.read_parquet(part)
@@ -165,6 +172,22 @@ def test_no_pointer_means_no_multimodal_export(project, tmp_path):
         shutil.move(moved, pointer)
     assert summary["modalities"] == {"multimodal": {"skipped": "no multimodal model trained"}}
     assert not (tmp_path / "latents" / "multimodal").exists()
+
+
+def test_stays_of_a_file_come_from_the_footer_or_else_the_column(tmp_path):
+    one = tmp_path / "one_stay.parquet"
+    pl.DataFrame({"stay_id": [7, 7, None]}).write_parquet(one, row_group_size=2)
+    mixed = tmp_path / "mixed.parquet"  # min != max: the column is read
+    pl.DataFrame({"stay_id": [1, None, 3]}).write_parquet(mixed)
+    unlinked = tmp_path / "unlinked.parquet"
+    pl.DataFrame({"stay_id": [None]}, schema={"stay_id": pl.Int64}).write_parquet(unlinked)
+    assert multimodal._footer_stays(pq.ParquetFile(one).metadata) == {7}
+    assert multimodal._footer_stays(pq.ParquetFile(mixed).metadata) is None
+    assert [multimodal.file_stays(p) for p in (one, mixed, unlinked)] == [{7}, {1, 3}, set()]
+    pl.DataFrame({"x": [1]}).write_parquet(tmp_path / "keyless.parquet")
+    with pytest.raises(DataError, match=r"keyless.parquet: cannot read column 'stay_id' "
+                                        r"\(unable to find column \"stay_id\"[^\n]*\)$"):
+        multimodal.file_stays(tmp_path / "keyless.parquet")
 
 
 def test_module_doctests():

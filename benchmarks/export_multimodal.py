@@ -1,0 +1,156 @@
+"""What the multimodal latent table costs next to the EHR one, on the same EHR windows.
+
+Both sides run ``export_modality`` end to end on the same EHR window files (the
+``benchmarks/export_latents.py`` generator) with the production model configs of params.yaml
+(untrained, eval mode, behind the production ``Encoder``):
+
+- EHR:        ``medae-ehr`` rows ``[values | mask | static]``;
+- multimodal: the same windows fused with their paired ``ecg_ii`` window
+  (medae.export.multimodal: fingerprint the waveform files of each part's stays, read the
+  part's eligible waveform windows, pair them by medae.training.pairs, encode the wider rows).
+
+Waveform windows: one file per stay (a record), ``--waves-per-stay`` 10 s windows at 125 Hz,
+6 h apart from 5 min after the stay's first window (the generator's EHR windows start every
+6 h, 4 per stay), so 2 per stay fuse half the EHR windows. Prints the
+medians of ``--repeats`` runs: rows/s of both exports, the multimodal model's bare forward
+pass on the same rows (the batches export fed it, replayed on torch's default threads), and
+the ratios.
+
+    .venv/bin/python benchmarks/export_multimodal.py [--windows 40000] [--files 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from export_latents import build_encoder, make_windows  # noqa: E402
+
+FS, SECONDS = 125.0, 10
+
+
+def make_waves(ehr_folder: Path, folder: Path, per_stay: int) -> int:
+    """``per_stay`` ecg_ii windows for every stay, one file per stay; returns windows written."""
+    rng = np.random.default_rng(1)
+    stays = (pl.scan_parquet(f"{ehr_folder}/*.parquet")
+             .group_by("subject_id", "stay_id").agg(pl.col("window_start").min())
+             .sort("stay_id").collect())
+    n = int(FS * SECONDS)
+    written = 0
+    for subject, stay, first in stays.iter_rows():
+        starts = [first + dt.timedelta(hours=6 * k, minutes=5) for k in range(per_stay)]
+        pl.DataFrame({
+            "subject_id": [subject] * per_stay, "record_name": [f"r{stay}"] * per_stay,
+            "channel": ["ecg_ii"] * per_stay, "window_start": starts,
+            "start_s": [21600.0 * k + 300 for k in range(per_stay)], "fs": [FS] * per_stay,
+            "stay_id": [stay] * per_stay,
+            "values": rng.normal(size=(per_stay, n)).astype(np.float32),
+            "q_nan_frac": np.zeros(per_stay, np.float32),
+        }).with_columns(pl.col("values").arr.to_list()).write_parquet(folder / f"r{stay}.parquet")
+        written += per_stay
+    return written
+
+
+def multimodal_encoder(params, bins: int, variables: int):
+    import torch
+
+    from medae.models.build import build_model
+    from medae.training.encode import Encoder, multimodal_shape
+
+    torch.manual_seed(0)
+    shape = multimodal_shape(2 * bins * variables + 2, bins * variables, bins,
+                             int(FS * SECONDS), params.train_multimodal.channel)
+    model = build_model(params.train_multimodal.model, shape).eval()
+    return Encoder(model=model, device="cpu", batch_size=params.export_latents.batch_rows)
+
+
+class Recording:
+    """The encoder, keeping every batch of rows it is given (for the bare forward timing)."""
+
+    def __init__(self, encoder):
+        self.encoder, self.model, self.channel = encoder, encoder.model, encoder.channel
+        self.batches: list[np.ndarray] = []
+
+    def encode(self, rows: np.ndarray) -> np.ndarray:
+        self.batches.append(rows)
+        return self.encoder.encode(rows)
+
+
+def forward_only(encoder, batches: list[np.ndarray]) -> float:
+    t0 = time.perf_counter()
+    for rows in batches:
+        encoder.encode(rows)
+    return time.perf_counter() - t0
+
+
+def timed_export(modality, encoder, out: Path, batch_rows: int) -> tuple[int, float]:
+    from medae.export.latents import ModelRef, export_modality
+
+    shutil.rmtree(out.parent, ignore_errors=True)
+    ref = ModelRef(f"medae-{modality.name}", 1, "bench", f"models:/medae-{modality.name}@x")
+    t0 = time.perf_counter()
+    manifest = export_modality(modality, encoder, ref, out, params_hash="bench",
+                               batch_rows=batch_rows)
+    return manifest["rows"], time.perf_counter() - t0
+
+
+def main() -> None:
+    from medae.config import load_params
+    from medae.export.latents import Modality
+    from medae.export.multimodal import FusedWindows
+    from medae.training.encode import ehr_inputs
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=40000)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--waves-per-stay", type=int, default=2)
+    args = parser.parse_args()
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml", [])
+    bins, variables = 24, 14
+    batch_rows = params.export_latents.batch_rows
+    with tempfile.TemporaryDirectory(prefix="medae-bench-mm-") as tmp:
+        root = Path(tmp)
+        (root / "ehr").mkdir()
+        (root / "waves").mkdir()
+        make_windows(root / "ehr", args.windows, args.files, bins, variables)
+        waves = make_waves(root / "ehr", root / "waves", args.waves_per_stay)
+        ehr = Modality("ehr", root / "ehr", "featurize_ehr", ehr_inputs)
+        fused = FusedWindows(root / "waves", params.train_multimodal.max_nan_frac)
+        multi = Modality("multimodal", root / "ehr", "train_multimodal", ehr_inputs,
+                         extra_fingerprints=fused.fingerprints, encode=fused.encode)
+        encoders = {"ehr": build_encoder(params, bins, variables, "cpu"),
+                    "multimodal": multimodal_encoder(params, bins, variables)}
+        recording = Recording(encoders["multimodal"])
+        timed_export(multi, recording, root / "out" / "multimodal", batch_rows)
+        times: dict[str, list[float]] = {"ehr": [], "multimodal": [], "forward": []}
+        for r in range(args.repeats):
+            for modality in (ehr, multi):
+                rows, seconds = timed_export(modality, encoders[modality.name],
+                                             root / "out" / modality.name, batch_rows)
+                times[modality.name].append(seconds)
+                print(f"repeat {r}: {modality.name:10s} {rows} rows in {seconds:.2f} s "
+                      f"({rows / seconds:,.0f} rows/s)")
+            times["forward"].append(forward_only(encoders["multimodal"], recording.batches))
+        fused_rows = pl.scan_parquet(f"{root / 'out' / 'multimodal'}/").select(
+            pl.col("has_waveform").sum()).collect().item()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{args.windows} EHR windows ({fused_rows} fused with one of {waves} ecg_ii windows)")
+    print(f"SUMMARY median EHR {args.windows / med['ehr']:,.0f} rows/s, multimodal "
+          f"{args.windows / med['multimodal']:,.0f} rows/s = {med['ehr'] / med['multimodal']:.2f}x "
+          f"the EHR export's rate; bare multimodal forward {args.windows / med['forward']:,.0f} "
+          f"rows/s, multimodal export = {med['forward'] / med['multimodal']:.2f}x of it")
+
+
+if __name__ == "__main__":
+    main()
