@@ -5,6 +5,7 @@ trained and registered in a SQLite MLflow store, loaded by ``load_encoder``."""
 from __future__ import annotations
 
 import doctest
+import os
 import shutil
 from pathlib import Path
 
@@ -32,6 +33,21 @@ def export_params(root: Path, out: str | Path = "latents"):
         root, f"featurize_ehr.out={root}/ehr_windows",
         f"window_waveforms.out={root}/linked_waveform_windows",
         f"export_latents.out={root / out}", "export_latents.modalities=[multimodal]")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_mlflow_uris():
+    """Training and export here point MLflow's process-wide URIs (and the environment
+    variables subprocesses inherit) at this module's store: give the previous ones back."""
+    import mlflow
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
 
 
 @pytest.fixture(scope="module")
