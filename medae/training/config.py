@@ -30,6 +30,8 @@ class Optim(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     bf16: bool = True  # bf16 autocast, CUDA only
+    # rows on the GPU for the whole run: auto = when they fit in a quarter of its free memory
+    data_on_device: Literal["auto", "always", "never"] = "auto"
     grad_clip: float = Field(default=1.0, ge=0)  # 0 = off
 
 
