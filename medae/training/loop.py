@@ -178,7 +178,8 @@ class LossSums:
             self._mark_if_bad(step, loss.detach().float())
         for name, value in {"loss": loss, **parts}.items():
             # float64 (but on MPS): the host sums are bit for bit what they always were
-            term = float(value) * rows if self.on_host else value.detach().to(self.dtype) * rows
+            value = value.detach() if isinstance(value, torch.Tensor) else value
+            term = float(value) * rows if self.on_host else value.to(self.dtype) * rows
             self.sums[name] = self.sums.get(name, 0.0) + term
         self.rows += rows
 
@@ -238,7 +239,9 @@ def fit(model, train: np.ndarray, tuning: np.ndarray, optim: Optim, *,
 
     steps_per_epoch = math.ceil(len(train) / optim.batch_size)
     total = optim.epochs * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    # fused: one kernel per step for the whole update on CUDA (launches dominate small models)
+    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay,
+                            fused=device == "cuda" or None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(
         int(optim.warmup_epochs * steps_per_epoch), total, optim.schedule))
     state, best_weights = TrainState(), copy.deepcopy(model.state_dict())
@@ -251,10 +254,11 @@ def fit(model, train: np.ndarray, tuning: np.ndarray, optim: Optim, *,
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
-            shuffle.set_state(saved["shuffle_rng"])
-            torch.set_rng_state(saved["torch_rng"])
+            # RNG states are CPU byte tensors wherever map_location put the rest
+            shuffle.set_state(saved["shuffle_rng"].cpu())
+            torch.set_rng_state(saved["torch_rng"].cpu())
             if device == "cuda" and saved.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+                torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda_rng"]])
             np.random.set_state(saved["numpy_rng"])
             random.setstate(saved["python_rng"])
             state, best_weights = TrainState(**saved["state"]), saved["best_model"]
