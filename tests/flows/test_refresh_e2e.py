@@ -15,8 +15,9 @@ import polars as pl
 import pytest
 import yaml
 
-from flows.nightly import RefreshIncomplete, run_refresh
+from flows.nightly import RefreshIncomplete, nightly_refresh, run_refresh
 from medae.config import load_params
+from medae.errors import UsageError
 from medae.export.latents import read_manifest
 from tests.flows.project import git, make_project, synth
 
@@ -148,6 +149,30 @@ def test_failed_push_fails_the_refresh_after_writing_the_report(refreshed, tmp_p
     assert head(project) == before  # a failed refresh commits nothing
     git(project, "checkout", "--", "dvc.lock")
     assert "dvc push FAILED" in (project / "reports" / "refresh.md").read_text()
+
+
+def test_refused_lock_commit_fails_the_refresh_with_gits_reason(refreshed):
+    project, params, _, _ = refreshed
+    hook = project / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho 'policy: no commits tonight' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    lock = project / "dvc.lock"
+    lock.write_text(lock.read_text() + "# a change git sees\n")
+    before = head(project)
+    try:
+        with pytest.raises(RefreshIncomplete,
+                           match=r"dvc\.lock commit FAILED: .*policy: no commits tonight"):
+            run_refresh(params, stages=["export_latents"])
+        assert head(project) == before
+    finally:
+        hook.unlink()
+        git(project, "checkout", "--", "dvc.lock")
+
+
+def test_deployment_overrides_of_stage_sections_are_refused(refreshed):
+    project = refreshed[0]
+    with pytest.raises(UsageError, match=r"^refresh: ingest_ehr\.shards differs from"):
+        nightly_refresh(project=str(project), overrides=["ingest_ehr.shards=3"])
 
 
 def test_dvc_checkout_of_an_earlier_lock_restores_the_earlier_latents(refreshed):
