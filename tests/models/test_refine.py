@@ -61,3 +61,20 @@ def test_refinement_works_outside_inference_mode_and_forward_uses_it(rows):
 def test_refinement_needs_a_mean_squared_error_objective():
     with pytest.raises(ValueError, match="refine_steps > 0 needs recon_loss: mse"):
         ModelChoice.validate_python({"kind": "conv1d", "recon_loss": "bce", "refine_steps": 5})
+
+
+def test_refinement_is_thread_safe(rows):
+    """Export encodes files on several threads at once with one shared model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = conv(10)
+
+    def encode(part):
+        with torch.inference_mode():
+            return model.encode(part)
+
+    parts = [rows[i : i + 16] for i in range(0, len(rows), 16)]
+    with ThreadPoolExecutor(4) as pool:
+        together = torch.cat(list(pool.map(encode, parts)))
+    alone = torch.cat([encode(p) for p in parts])
+    assert torch.equal(together, alone)
