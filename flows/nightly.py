@@ -1,4 +1,5 @@
-"""The nightly refresh: every DVC stage in DVC's order, the training policy, push, report.
+"""The nightly refresh: every DVC stage in DVC's order, the training policy, push, the
+``dvc.lock`` commit (data history), report.
 
 ``medae refresh`` calls :func:`run_refresh`; the ``prefect.yaml`` deployment runs
 :func:`nightly_refresh` at 02:00. Both take the workspace's refresh lock first, so a second
@@ -18,15 +19,15 @@ from prefect import flow, get_run_logger
 from flows import PROJECT_ROOT, report
 from flows.groups import GROUP_FLOWS, make_plan
 from flows.lock import refresh_lock
+from flows.overrides import FLOW_SECTIONS, refuse_stage_overrides
 from flows.policy import TRAINING_STAGES
 from medae.config import load_params
 from medae.errors import MedaeError, UsageError
 from medae.io import write_text_atomic
-from tasks.stages import publish_report, push
+from tasks.stages import commit_lock, publish_report, push
 
-# Sections the flow itself reads; `medae refresh --set` on them reaches the flow run.
-FLOW_SECTIONS = ("refresh", "dvc", "mlflow", "export_latents")
 PUSH_FAILED = "dvc push FAILED"
+COMMIT_FAILED = "dvc.lock commit FAILED"
 
 
 class RefreshIncomplete(MedaeError):
@@ -47,6 +48,7 @@ def nightly_refresh(stages: list[str] | None = None, force: bool = False,
     says they are up to date; ``project``: the workspace (default: this checkout).
     """
     params = load_params(Path(project or PROJECT_ROOT) / "params.yaml", overrides or [])
+    refuse_stage_overrides(params)  # a deployment run's overrides, like medae refresh --set
     started, t0 = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
     with refresh_lock(params.root):
         plan = make_plan(params, stages, force, overrides or [])
@@ -59,8 +61,10 @@ def nightly_refresh(stages: list[str] | None = None, force: bool = False,
         ok = not any(o["status"] in report.NOT_OK for o in outcomes)
         pushed = push_data(params, ok)
         ok = ok and not pushed.startswith(PUSH_FAILED)
-        summary = summarise(params, plan, outcomes, ok=ok, pushed=pushed, started=started,
-                            seconds=time.perf_counter() - t0)
+        committed = commit_history(params, ok, outcomes, started)
+        ok = ok and not committed.startswith(COMMIT_FAILED)
+        summary = summarise(params, plan, outcomes, ok=ok, pushed=pushed, committed=committed,
+                            started=started, seconds=time.perf_counter() - t0)
     if not ok:
         raise RefreshIncomplete(incomplete_message(summary), summary)
     return summary
@@ -78,8 +82,22 @@ def push_data(params: Any, ok: bool) -> str:
     return state.result()
 
 
+def commit_history(params: Any, ok: bool, outcomes: list[dict[str, Any]], started: str) -> str:
+    """After a complete refresh (pushed, so the commit never names data the remote lacks),
+    commit ``dvc.lock`` alone with the stages that ran; a failed refresh commits nothing."""
+    if not params.refresh.commit_lock:
+        return "off (refresh.commit_lock: false)"
+    if not ok:
+        return "not committed: refresh incomplete"
+    ran = [o["stage"] for o in outcomes if o["status"] == report.RAN]
+    state = commit_lock(str(params.root), ran, started, return_state=True)
+    if state.is_failed():
+        return f"{COMMIT_FAILED}: {state.result(raise_on_failure=False)}"
+    return state.result()
+
+
 def summarise(params: Any, plan: dict[str, Any], outcomes: list[dict[str, Any]], *, ok: bool,
-              pushed: str, started: str, seconds: float) -> dict[str, Any]:
+              pushed: str, committed: str, started: str, seconds: float) -> dict[str, Any]:
     """Write the markdown report (file + Prefect artifact) and return the JSON summary."""
     root = params.root
     metrics = [m for s in plan["stages"].values() for m in s["metrics"]]
@@ -89,15 +107,15 @@ def summarise(params: Any, plan: dict[str, Any], outcomes: list[dict[str, Any]],
                                      params.path(params.export_latents.out))
     markdown = report.render_markdown(
         [report.StageOutcome(**o) for o in outcomes], context, ok=ok, started=started,
-        seconds=seconds, pushed=pushed)
+        seconds=seconds, pushed=pushed, committed=committed)
     report_path = params.path(params.refresh.report)
     write_text_atomic(report_path, markdown)
     publish_report(markdown)
     get_run_logger().info("refresh %s in %.1fs; report: %s",
                           "complete" if ok else "INCOMPLETE", seconds, report_path)
     return {"ok": ok, "started": started, "seconds": round(seconds, 2), "pushed": pushed,
-            "report": str(report_path), "stages": {o["stage"]: o for o in outcomes},
-            **context}
+            "lock_commit": committed, "report": str(report_path),
+            "stages": {o["stage"]: o for o in outcomes}, **context}
 
 
 def incomplete_message(summary: dict[str, Any]) -> str:
@@ -112,6 +130,8 @@ def incomplete_message(summary: dict[str, Any]) -> str:
     why = f"; first failure: {failed[0]}" if failed else ""
     if summary["pushed"].startswith(PUSH_FAILED):
         parts.append(summary["pushed"])
+    if summary["lock_commit"].startswith(COMMIT_FAILED):
+        parts.append(summary["lock_commit"])
     return f"refresh incomplete - {'; '.join(parts)}{why}; report: {summary['report']}"
 
 
@@ -129,12 +149,14 @@ def run_refresh(params: Any, stages: list[str] | None = None,
     """Run the nightly flow once, now, on the workspace of ``params`` (``medae refresh``).
 
     The refresh lock is taken before Prefect starts, so a concurrent refresh fails in well
-    under a second. Stage commands read ``params.yaml`` (DVC tracks it); ``--set`` overrides
-    reach only the flow's own sections (refresh, dvc, mlflow, export_latents).
+    under a second. Stage commands read ``params.yaml`` (DVC tracks it), so ``params`` may
+    differ from it only in the flow's own sections (``refresh``, ``dvc``); any other
+    difference (``--set train_ehr...``, another ``--params`` file) is a :class:`UsageError`.
     """
     root = params.root
     if not (root / "dvc.yaml").exists():
         raise UsageError(f"{root}: no dvc.yaml here; run medae refresh in the project folder")
+    refuse_stage_overrides(params)
     with refresh_lock(root):
         return nightly_refresh(stages=stages, force=force, project=str(root),
                                overrides=flow_overrides(params))

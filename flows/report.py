@@ -114,11 +114,11 @@ def collect_context(root: Path, metrics: list[str], pointers: list[str],
 
 
 def render_markdown(outcomes: list[StageOutcome], context: dict[str, Any], *, ok: bool,
-                    started: str, seconds: float, pushed: str) -> str:
+                    started: str, seconds: float, pushed: str, committed: str = "-") -> str:
     """The run report as markdown (also published as a Prefect artifact)."""
     lines = [f"# medae refresh {started}", "",
              f"**{'succeeded' if ok else 'INCOMPLETE'}** in {seconds:.1f} s; "
-             f"DVC push: {pushed}", "",
+             f"DVC push: {pushed}; dvc.lock in git: {committed}", "",
              "| stage | status | seconds | rows | detail |", "|---|---|---:|---|---|"]
     for o in outcomes:
         rows = ", ".join(f"{Path(k).name}: {v:,}" for k, v in o.rows.items()) or "-"

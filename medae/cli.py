@@ -176,7 +176,12 @@ def refresh(
         help="re-run stages even when DVC says they are up to date")] = False,
 ) -> None:
     """Run the nightly refresh flow once, now (DVC stages in order, training policy, push,
-    report). A second refresh while one runs fails fast."""
+    dvc.lock commit, report). A second refresh while one runs fails fast.
+
+    --set / --params reach only the refresh.* and dvc.* sections: the stages run through
+    `dvc repro`, which reads params.yaml, so a stage override is refused (exit 2); edit
+    params.yaml instead and the refresh re-runs exactly the stages it affects.
+    """
     setup_logging()
 
     def body() -> None:

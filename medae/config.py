@@ -138,6 +138,25 @@ def _describe(err: dict[str, Any], source: str, overrides: list[str]) -> str:
     return f"{where}: key '{key}': {err['msg']} (got {err.get('input')!r})"
 
 
+def _unshared(tree: Any) -> Any:
+    """A copy of a YAML tree in which no two places share one object.
+
+    YAML anchors (``optim: *optim``) load as one shared dict, so a ``--set`` of one section
+    would change the other too (``copy.deepcopy`` keeps that sharing).
+
+    >>> shared = {"lr": 1}
+    >>> tree = _unshared({"a": shared, "b": shared})
+    >>> tree["a"]["lr"] = 2
+    >>> tree["b"]["lr"]
+    1
+    """
+    if isinstance(tree, dict):
+        return {key: _unshared(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_unshared(value) for value in tree]
+    return tree
+
+
 def load_params(
     path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
 ) -> Params:
@@ -162,7 +181,7 @@ def load_params(
             raise ConfigError(f"{file}: not valid YAML: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{file}: expected a mapping of sections at the top level")
-        data = loaded or {}
+        data = _unshared(loaded or {})
     for item in overrides or []:
         parts, value = parse_override(item)
         _apply(data, parts, value, item)

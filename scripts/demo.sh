@@ -48,7 +48,9 @@ fi
 
 say "running the nightly refresh (medae refresh)"
 mkdir -p reports
-medae refresh > reports/.refresh.json.tmp   # the JSON summary; progress goes to stderr
+# refresh.commit_lock=false: the demo never writes to your git history (a deployment's nightly
+# refresh commits dvc.lock alone after each successful run: its data-version history)
+medae refresh --set refresh.commit_lock=false > reports/.refresh.json.tmp   # JSON summary; progress on stderr
 mv reports/.refresh.json.tmp reports/refresh.json
 
 say "checking the outputs"

@@ -1,4 +1,5 @@
-"""Prefect tasks: reproduce one DVC stage, decide training, push, publish the report."""
+"""Prefect tasks: reproduce one DVC stage, decide training, push, commit dvc.lock, publish the
+report."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from flows import pipeline, policy
+from flows import history, pipeline, policy
 
 
 def is_transient(task_, task_run, state) -> bool:
@@ -48,6 +49,12 @@ def push(root: str, remote: str) -> str:
     """Point the workspace's default remote at ``remote``, then send every cached output."""
     pipeline.configure_remote(Path(root), Path(remote))
     return pipeline.push(Path(root))
+
+
+@task(name="commit-dvc-lock")
+def commit_lock(root: str, ran: list[str], started: str) -> str:
+    """Commit ``dvc.lock`` alone to git when this refresh changed it (the data history)."""
+    return history.commit_lock(Path(root), ran, started)
 
 
 @task(name="run-report")

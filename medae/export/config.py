@@ -45,6 +45,9 @@ class Refresh(Section):
     model, or when no evaluation exists yet; evaluation retrains its own models, so new data
     alone should not cost that), ``on_change`` (whenever DVC sees a change) or ``never``.
     ``retries``: retries of a stage after a transient error (lock held, connection reset).
+    ``commit_lock``: after a complete refresh that changed ``dvc.lock``, commit that file alone
+    to git (the history of data versions: ``git checkout <rev> -- dvc.lock && dvc checkout``
+    brings an earlier version back); skipped when the workspace is not a git repository.
     """
 
     training: Literal["if_needed", "always", "never"] = "if_needed"
@@ -54,6 +57,7 @@ class Refresh(Section):
     retry_delay_s: float = Field(default=10.0, ge=0)
     report: str = "reports/refresh.md"
     push: bool = True
+    commit_lock: bool = True
 
 
 class DvcConfig(Section):

@@ -200,7 +200,9 @@ def iter_windows(path: Path, batch_rows: int, columns: Sequence[str] | None = No
         wanted = None if columns is None else [c for c in columns if c in present]
         for batch in reader.iter_batches(batch_size=batch_rows, columns=wanted,
                                          use_threads=reader_threads):
-            yield pl.from_arrow(batch)
+            frame = pl.from_arrow(batch)
+            del batch  # the consumer's frame is the only reference while it runs (encode_file)
+            yield frame
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read windows Parquet ({exc})") from None
 
@@ -225,6 +227,10 @@ def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
                             f"for {batch.height} windows")
         z = encoder.encode(np.ascontiguousarray(inputs, dtype=np.float32))
         parts.append(latent_frame(key_frame(batch, modality.name), z, ref))
+        # Free this batch's decoded columns before the next one is decoded: one decoded batch
+        # alive per worker, not two, and Arrow's allocator reuses the pages it just got back
+        # instead of faulting in fresh ones (it returns idle pages to the OS within ~10 ms).
+        del batch, inputs
     return pl.concat(parts, how="vertical_relaxed") if parts else None
 
 

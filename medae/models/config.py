@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, model_validator
 
 from medae.config_base import Section
 
@@ -109,6 +109,17 @@ class Conv1dConfig(Section):
     # random circular shift of up to ``augment_shift`` samples, for records never seen.
     augment_gain: float = Field(default=0.0, ge=0, lt=1)
     augment_shift: int = Field(default=0, ge=0)
+    # Encoder-side refinement (medae.models.refine): ``refine_steps`` Adam steps of size
+    # ``refine_lr`` on each row's reconstruction error from the encoder's code, decoder frozen
+    # (encode, forward and export alike; training's loss is unchanged). 0 = plain encoder.
+    refine_steps: int = Field(default=0, ge=0)
+    refine_lr: float = Field(default=0.05, gt=0)
+
+    @model_validator(mode="after")
+    def _refine_needs_mse(self) -> Conv1dConfig:
+        if self.refine_steps and self.recon_loss != "mse":  # bce decodes to logits, not values
+            raise ValueError("refine_steps > 0 needs recon_loss: mse")
+        return self
 
 
 class MultimodalVaeConfig(_Base):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medae.models.base import ACTIVATIONS, Autoencoder
+from medae.models.refine import refine_codes
 
 
 class ConvAutoencoder(Autoencoder):
@@ -22,6 +23,8 @@ class ConvAutoencoder(Autoencoder):
     is scaled back (:meth:`conv_code`, :meth:`conv_decode`), so the whole model, like PCA,
     treats a beat twice as tall as twice the beat: a patient whose beats are taller or smaller
     than every train patient's is no longer outside the range the convolutions were fitted on.
+    With ``refine_steps`` > 0, :meth:`encode` refines the code of each row by a few gradient
+    steps on its own reconstruction error (:func:`medae.models.refine.refine_codes`).
 
     >>> import torch
     >>> from medae.models.config import Conv1dConfig, Shape
@@ -95,6 +98,16 @@ class ConvAutoencoder(Autoencoder):
             xn = self.augment(xn)
         rec = self.recon_loss(self.decode(self.code(xn)), xn, weight)
         return rec, {"recon": rec.detach()}
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The encoder's code, refined per row when ``refine_steps`` > 0 (then detached)."""
+        xn, target, weight = self.prepare(x)
+        z = self.code(xn)
+        # getattr: models pickled before the option existed have no such config field
+        steps = getattr(self.config, "refine_steps", 0)
+        if steps == 0:
+            return z
+        return refine_codes(self.decode, z, target, weight, steps, self.config.refine_lr)
 
     def code(self, xn: Tensor) -> Tensor:
         z = self.conv_code(xn)

@@ -30,6 +30,8 @@ class Optim(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     bf16: bool = True  # bf16 autocast, CUDA only
+    # rows on the GPU for the whole run: auto = when they fit in a quarter of its free memory
+    data_on_device: Literal["auto", "always", "never"] = "auto"
     grad_clip: float = Field(default=1.0, ge=0)  # 0 = off
 
 
@@ -111,7 +113,8 @@ class Evaluate(Section):
     beat_channel: str | None = None  # None = the record's first signal (MLII in MIT-BIH)
     latent_16x: int = Field(default=16, ge=1)
     latent_32x: int = Field(default=8, ge=1)
-    wave_model: Conv1dConfig = Conv1dConfig(channels=(8, 16, 32), scale_equivariant=True)
+    wave_model: Conv1dConfig = Conv1dConfig(channels=(8, 16, 32), scale_equivariant=True,
+                                            refine_steps=10, refine_lr=0.1)
     wave_epochs: int = Field(default=40, ge=1)
     probe_max_iter: int = Field(default=2000, ge=10)
     mlflow: bool = True

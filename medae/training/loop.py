@@ -81,15 +81,43 @@ def resolve_device(choice: str) -> str:
 
 def batches(data: torch.Tensor, batch_size: int, device: str,
             generator: torch.Generator | None = None):
-    """Yield whole batches (shuffled when a generator is given) already on ``device``."""
+    """Yield whole batches (shuffled when a generator is given) already on ``device``.
+
+    The order is drawn on the CPU generator wherever the data live, so a run sees the same
+    batches whether its rows sit in host memory or on the accelerator.
+    """
     n = data.shape[0]
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    if data.device.type != "cpu":  # resident on the accelerator: gather there, nothing to copy
+        order = order.to(data.device)
+        for start in range(0, n, batch_size):
+            yield data[order[start : start + batch_size]]
+        return
     pin = device == "cuda"
     for start in range(0, n, batch_size):
         batch = data[order[start : start + batch_size]]
         if pin:  # page-locked memory lets the copy overlap the previous step's compute
             batch = batch.pin_memory()
         yield batch.to(device, non_blocking=pin)
+
+
+def place_data(rows: torch.Tensor, device: str, choice: str, share: float = 0.25) -> torch.Tensor:
+    """The training rows where batches are gathered from: on a CUDA device when ``choice`` is
+    ``always``, or ``auto`` and they take at most ``share`` of its free memory; else host.
+
+    Resident rows remove the per-step gather, pin and copy on the host, which is what a small
+    model on a fast GPU otherwise waits on.
+
+    >>> place_data(torch.zeros(2, 3), "cpu", "auto").device.type
+    'cpu'
+    """
+    if device != "cuda" or choice == "never":
+        return rows
+    if choice == "auto":
+        free, _ = torch.cuda.mem_get_info()
+        if rows.numel() * rows.element_size() > share * free:
+            return rows
+    return rows.to(device)
 
 
 def lr_lambda(warmup_steps: int, total_steps: int, schedule: str) -> Callable[[int], float]:
@@ -123,17 +151,65 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
             "model was saved. Lower optim.lr or check the inputs for extreme values")
 
 
+class LossSums:
+    """Row-weighted sums of the objective and its parts over an epoch, and the first step
+    whose loss was not finite.
+
+    On the CPU every step is checked at once (a sync there is free). On an accelerator the
+    sums and the check stay on the device and are read once, in :meth:`means`: a host read
+    per step would stall the GPU queue every step. The error still names the first bad step,
+    and nothing is saved before :meth:`means` has run.
+    """
+
+    def __init__(self, device: str, epoch: int):
+        self.on_host = device == "cpu"
+        self.dtype = torch.float32 if device == "mps" else torch.float64  # MPS has no float64
+        self.epoch = epoch
+        self.sums: dict[str, Any] = {}
+        self.rows = 0
+        self.first_bad: Any = None  # on an accelerator: (step, loss) tensors of the first
+        self.bad_loss: Any = None   # non-finite step, step -1 while there is none
+
+    def add(self, step: int, loss: torch.Tensor, parts: dict[str, Any], rows: int, *,
+            check: bool = True) -> None:
+        if check and self.on_host:
+            check_finite(loss, f"epoch {self.epoch} step {step + 1}")
+        elif check:
+            self._mark_if_bad(step, loss.detach().float())
+        for name, value in {"loss": loss, **parts}.items():
+            # float64 (but on MPS): the host sums are bit for bit what they always were
+            value = value.detach() if isinstance(value, torch.Tensor) else value
+            term = float(value) * rows if self.on_host else value.to(self.dtype) * rows
+            self.sums[name] = self.sums.get(name, 0.0) + term
+        self.rows += rows
+
+    def _mark_if_bad(self, step: int, loss: torch.Tensor) -> None:
+        if self.first_bad is None:
+            self.first_bad, self.bad_loss = torch.full_like(loss, -1), torch.zeros_like(loss)
+        fresh = ~torch.isfinite(loss) & (self.first_bad < 0)
+        self.first_bad = torch.where(fresh, float(step), self.first_bad)
+        self.bad_loss = torch.where(fresh, loss, self.bad_loss)
+
+    def means(self) -> dict[str, float]:
+        """The per-row means (one host read on an accelerator); raises on a non-finite step."""
+        if self.first_bad is not None and (step := int(self.first_bad)) >= 0:
+            raise TrainingDiverged(
+                f"epoch {self.epoch} step {step + 1}: loss is {float(self.bad_loss)} (not "
+                "finite); training stopped and no model was saved. Lower optim.lr or check "
+                "the inputs for extreme values")
+        return {k: float(v) / max(1, self.rows) for k, v in self.sums.items()}
+
+
 def tuning_metrics(model, data: torch.Tensor, optim: Optim, device: str) -> dict[str, float]:
     """Row-weighted mean of the objective and each of its parts on the tuning split."""
     model.eval()
-    totals: dict[str, float] = {}
+    sums = LossSums(device, epoch=0)
     with torch.no_grad(), autocast(device, optim.bf16):
         for batch in batches(data, optim.batch_size, device):
             loss, parts = model.loss(batch)
-            for name, value in {"loss": loss, **parts}.items():
-                totals[name] = totals.get(name, 0.0) + float(value) * len(batch)
+            sums.add(0, loss, parts, len(batch), check=False)  # checked by the caller
     model.train()
-    return {k: v / max(1, data.shape[0]) for k, v in totals.items()}
+    return sums.means()
 
 
 def autocast(device: str, bf16: bool):
@@ -157,12 +233,15 @@ def fit(model, train: np.ndarray, tuning: np.ndarray, optim: Optim, *,
     device = resolve_device(optim.device)
     seed_everything(optim.seed)
     model.to(device).train()
-    train_t, tuning_t = as_tensor(train), as_tensor(tuning)
+    train_t = place_data(as_tensor(train), device, optim.data_on_device)
+    tuning_t = place_data(as_tensor(tuning), device, optim.data_on_device)
     shuffle = torch.Generator().manual_seed(optim.seed)
 
     steps_per_epoch = math.ceil(len(train) / optim.batch_size)
     total = optim.epochs * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    # fused: one kernel per step for the whole update on CUDA (launches dominate small models)
+    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay,
+                            fused=device == "cuda" or None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(
         int(optim.warmup_epochs * steps_per_epoch), total, optim.schedule))
     state, best_weights = TrainState(), copy.deepcopy(model.state_dict())
@@ -175,10 +254,11 @@ def fit(model, train: np.ndarray, tuning: np.ndarray, optim: Optim, *,
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
-            shuffle.set_state(saved["shuffle_rng"])
-            torch.set_rng_state(saved["torch_rng"])
+            # RNG states are CPU byte tensors wherever map_location put the rest
+            shuffle.set_state(saved["shuffle_rng"].cpu())
+            torch.set_rng_state(saved["torch_rng"].cpu())
             if device == "cuda" and saved.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+                torch.cuda.set_rng_state_all([s.cpu() for s in saved["cuda_rng"]])
             np.random.set_state(saved["numpy_rng"])
             random.setstate(saved["python_rng"])
             state, best_weights = TrainState(**saved["state"]), saved["best_model"]
@@ -188,8 +268,8 @@ def fit(model, train: np.ndarray, tuning: np.ndarray, optim: Optim, *,
     resumed_from = state.epoch
 
     while state.epoch < optim.epochs and not state.stopped_early:
-        epoch, t0, waiting, seen = state.epoch, time.perf_counter(), 0.0, 0
-        totals = {"loss": 0.0}
+        epoch, t0, waiting = state.epoch, time.perf_counter(), 0.0
+        sums = LossSums(device, epoch + 1)
         it = batches(train_t, optim.batch_size, device, shuffle)
         for step in range(steps_per_epoch):
             t_wait = time.perf_counter()
@@ -197,7 +277,7 @@ def fit(model, train: np.ndarray, tuning: np.ndarray, optim: Optim, *,
             waiting += time.perf_counter() - t_wait
             with autocast(device, optim.bf16):
                 loss, parts = model.loss(batch)
-            check_finite(loss, f"epoch {epoch + 1} step {step + 1}")
+            sums.add(step, loss, parts, len(batch))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if optim.grad_clip > 0:
@@ -205,12 +285,8 @@ def fit(model, train: np.ndarray, tuning: np.ndarray, optim: Optim, *,
             opt.step()
             sched.step()
             model.steps += 1
-            seen += len(batch)
-            totals["loss"] += float(loss.detach()) * len(batch)
-            for name, value in parts.items():
-                totals[name] = totals.get(name, 0.0) + float(value) * len(batch)
-        seconds = time.perf_counter() - t0
-        metrics = {f"train_{k}": v / seen for k, v in totals.items()}
+        metrics = {f"train_{k}": v for k, v in sums.means().items()}  # waits for the device
+        seconds, seen = time.perf_counter() - t0, sums.rows
         tune = tuning_metrics(model, tuning_t, optim, device)
         check_finite(torch.tensor(tune["loss"]), f"epoch {epoch + 1} tuning")
         metrics.update({f"tuning_{k}": v for k, v in tune.items()})

@@ -15,10 +15,11 @@ import polars as pl
 import pytest
 import yaml
 
-from flows.nightly import RefreshIncomplete, run_refresh
+from flows.nightly import RefreshIncomplete, nightly_refresh, run_refresh
 from medae.config import load_params
+from medae.errors import UsageError
 from medae.export.latents import read_manifest
-from tests.flows.project import make_project, synth
+from tests.flows.project import git, make_project, synth
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 STAGES = ["ingest_ehr", "clean_ehr", "featurize_ehr", "catalog_waveforms", "window_waveforms",
@@ -36,6 +37,14 @@ def refreshed(tmp_path_factory, prefect_harness):
     return project, params, summary, base / "remote"
 
 
+def head(project: Path) -> str:
+    return git(project, "rev-parse", "HEAD").strip()
+
+
+def files_in_head(project: Path) -> list[str]:
+    return git(project, "show", "--name-only", "--format=", "HEAD").split()
+
+
 def latent_table(project: Path, modality: str) -> pl.DataFrame:
     return pl.scan_parquet(f"{project / 'data' / 'latents' / modality}/").collect()
 
@@ -49,6 +58,19 @@ def test_first_refresh_runs_every_stage_and_pushes(refreshed):
     assert all(f"| {s} | ran |" in report for s in STAGES)
     assert "medae-ehr version 1" in report and "## Latents written" in report
     assert summary["models"]["models/ehr.json"]["champion"] is True
+
+
+def test_first_refresh_commits_dvc_lock_alone(refreshed):
+    project, _, summary, _ = refreshed
+    short_head = git(project, "rev-parse", "--short", "HEAD").strip()
+    assert summary["lock_commit"] == f"committed {short_head}"
+    assert files_in_head(project) == ["dvc.lock"]
+    assert git(project, "log", "-1", "--format=%s", "--", "dvc.lock").strip() == (
+        f"medae refresh: dvc.lock after {', '.join(STAGES)}")
+    # what DVC wrote beside it (its .gitignore entries) is left to the user, uncommitted
+    assert "?? data/" in git(project, "status", "--porcelain")
+    assert f"dvc.lock in git: {summary['lock_commit']}" in (
+        project / "reports" / "refresh.md").read_text()
 
 
 def test_run_report_is_a_prefect_artifact(refreshed):
@@ -106,9 +128,11 @@ def test_second_refresh_skips_every_stage(refreshed):
     project, params, _, _ = refreshed
     lock = (project / "dvc.lock").read_bytes()
     parts = {p: p.stat().st_mtime_ns for p in (project / "data/latents").rglob("*.parquet")}
+    before = head(project)
     again = run_refresh(params, stages=STAGES)
     assert {n: o["status"] for n, o in again["stages"].items()} == dict.fromkeys(
         STAGES, "skipped")
+    assert again["lock_commit"] == "skipped: dvc.lock unchanged" and head(project) == before
     assert (project / "dvc.lock").read_bytes() == lock
     assert {p: p.stat().st_mtime_ns for p in parts} == parts
 
@@ -118,16 +142,46 @@ def test_failed_push_fails_the_refresh_after_writing_the_report(refreshed, tmp_p
     blocker = tmp_path / "remote-is-a-file"
     blocker.write_text("not a folder")
     params = load_params(project / "params.yaml", [f"dvc.remote={blocker}"])
+    before = head(project)
+    lock = project / "dvc.lock"
+    lock.write_text(lock.read_text() + "# a change git sees\n")
     with pytest.raises(RefreshIncomplete, match="dvc push FAILED") as failure:
         run_refresh(params, stages=["export_latents"])
     assert failure.value.summary["stages"]["export_latents"]["status"] == "skipped"
+    assert failure.value.summary["lock_commit"] == "not committed: refresh incomplete"
+    assert head(project) == before  # a failed refresh commits nothing
+    git(project, "checkout", "--", "dvc.lock")
     assert "dvc push FAILED" in (project / "reports" / "refresh.md").read_text()
+
+
+def test_refused_lock_commit_fails_the_refresh_with_gits_reason(refreshed):
+    project, params, _, _ = refreshed
+    hook = project / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho 'policy: no commits tonight' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    lock = project / "dvc.lock"
+    lock.write_text(lock.read_text() + "# a change git sees\n")
+    before = head(project)
+    try:
+        with pytest.raises(RefreshIncomplete,
+                           match=r"dvc\.lock commit FAILED: .*policy: no commits tonight"):
+            run_refresh(params, stages=["export_latents"])
+        assert head(project) == before
+    finally:
+        hook.unlink()
+        git(project, "checkout", "--", "dvc.lock")
+
+
+def test_deployment_overrides_of_stage_sections_are_refused(refreshed):
+    project = refreshed[0]
+    with pytest.raises(UsageError, match=r"^refresh: ingest_ehr\.shards differs from"):
+        nightly_refresh(project=str(project), overrides=["ingest_ehr.shards=3"])
 
 
 def test_dvc_checkout_of_an_earlier_lock_restores_the_earlier_latents(refreshed):
     project, params, _, _ = refreshed
     latents = project / "data" / "latents"
-    earlier_lock = (project / "dvc.lock").read_bytes()
+    earlier_lock = git(project, "show", "HEAD:dvc.lock").encode()
     earlier_manifest = (latents / "_manifest.json").read_bytes()
 
     settings = yaml.safe_load((project / "params.yaml").read_text())
@@ -138,8 +192,15 @@ def test_dvc_checkout_of_an_earlier_lock_restores_the_earlier_latents(refreshed)
     assert newer["stages"]["export_latents"]["status"] == "ran"
     assert (latents / "_meds" / "ehr").is_dir()
     assert (latents / "_manifest.json").read_bytes() != earlier_manifest
+    # the new data version is a commit of dvc.lock alone; the params edit stays the user's
+    assert newer["lock_commit"].startswith("committed ")
+    assert files_in_head(project) == ["dvc.lock"]
+    assert git(project, "log", "-1", "--format=%s", "--", "dvc.lock").strip() == (
+        "medae refresh: dvc.lock after export_latents")
+    assert git(project, "status", "--porcelain", "params.yaml").strip() == "M params.yaml"
 
-    (project / "dvc.lock").write_bytes(earlier_lock)
+    git(project, "checkout", "HEAD~1", "--", "dvc.lock")  # the history: one version back
+    assert (project / "dvc.lock").read_bytes() == earlier_lock
     subprocess.run([sys.executable, "-m", "dvc", "checkout", "--force", "data/latents"],
                    cwd=project, check=True, capture_output=True)
     assert (latents / "_manifest.json").read_bytes() == earlier_manifest

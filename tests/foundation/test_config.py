@@ -60,6 +60,14 @@ def test_set_override_typed_and_scoped(tmp_path):
     assert load_params(f).ingest_ehr.shards == 2  # the file itself is unchanged
 
 
+def test_set_on_a_section_shared_by_a_yaml_anchor_changes_that_section_only(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("train_ehr:\n  optim: &optim\n    epochs: 7\n"
+                 "train_waveforms:\n  optim: *optim\n")
+    params = load_params(f, ["train_ehr.optim.epochs=5"])
+    assert (params.train_ehr.optim.epochs, params.train_waveforms.optim.epochs) == (5, 7)
+
+
 @pytest.mark.parametrize("bad", ["noequals", "=3", "shards=3", "a..b=1", "ingest_ehr.shards=[1"])
 def test_bad_set_syntax(bad):
     with pytest.raises(ConfigError, match="--set"):
