@@ -205,7 +205,7 @@ def main() -> None:
                                    batch_rows)
             cpu_split.append(c1 - c0)
             cpu_export.append(time.process_time() - c1)
-            sys_export.append(os.times().system - k1)  # kernel: mostly page faults
+            sys_export.append(os.times().system - k1)  # kernel: page faults, file reads
             assert n_f == n_s == n_e == args.windows // args.files * args.files
             for name, rate in (("forward", n_f / s_f), ("split", n_s / s_s),
                                ("export", n_e / s_e)):
