@@ -51,7 +51,7 @@ def own_mlflow_uris():
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def project(tmp_path_factory, mlflow_template: Path) -> Path:
     """EHR windows in two parts (stays split by parity), one waveform file per stay, and a
     ``medae-multimodal`` champion trained on them."""
     import torch
@@ -59,6 +59,7 @@ def project(tmp_path_factory) -> Path:
     from medae.training.train import run_multimodal
 
     root = tmp_path_factory.mktemp("multimodal_export")
+    shutil.copy(mlflow_template, root / "mlflow.db")  # a migrated empty store: ms, not 4 s
     ehr = write_ehr(root / "ehr_windows", root / "ehr_stats.json")
     (root / "ehr_windows" / "part_0000.parquet").unlink()
     for part, parity in (("part_0000", 0), ("part_0001", 1)):

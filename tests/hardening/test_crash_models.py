@@ -113,7 +113,9 @@ def champion_digest(project: Path, modality: str) -> str:
     import mlflow
     import torch
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # models:/ resolves through the registry, not the tracking URI
     model = mlflow.pytorch.load_model(f"models:/medae-{modality}@champion")
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):

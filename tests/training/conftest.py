@@ -51,16 +51,6 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory) -> Path:
-    """An empty, migrated MLflow SQLite store (creating one costs 5-13 s; copying it, ms)."""
-    from mlflow import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
 def workdir(tmp_path: Path, tiny_data: Path, mlflow_template: Path) -> Path:
     """A tmp project folder: links to the session's tiny tables, its own MLflow store."""
