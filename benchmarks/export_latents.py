@@ -142,17 +142,25 @@ def cpu_phases(encoder, folder: Path, batch_rows: int) -> dict[str, float]:
     return spent
 
 
-def export_only(encoder, folder: Path, out: Path, batch_rows: int) -> tuple[int, float]:
-    from medae.export.latents import Modality, ModelRef, export_modality
-    from medae.training.encode import ehr_inputs
+def timed_export(modality, encoder, out: Path, batch_rows: int) -> tuple[int, float]:
+    """``export_modality`` end to end into an emptied ``out``: (rows, seconds)."""
+    from medae.export.latents import ModelRef, export_modality
 
     shutil.rmtree(out.parent, ignore_errors=True)
-    modality = Modality("ehr", folder, "featurize_ehr", ehr_inputs)
-    ref = ModelRef("medae-ehr", 1, "bench", "models:/medae-ehr@champion")
+    ref = ModelRef(f"medae-{modality.name}", 1, "bench",
+                   f"models:/medae-{modality.name}@champion")
     t0 = time.perf_counter()
     manifest = export_modality(modality, encoder, ref, out, params_hash="bench",
                                batch_rows=batch_rows)
     return manifest["rows"], time.perf_counter() - t0
+
+
+def export_only(encoder, folder: Path, out: Path, batch_rows: int) -> tuple[int, float]:
+    from medae.export.latents import Modality
+    from medae.training.encode import ehr_inputs
+
+    return timed_export(Modality("ehr", folder, "featurize_ehr", ehr_inputs), encoder, out,
+                        batch_rows)
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_latents import build_encoder, make_windows  # noqa: E402
+from export_latents import build_encoder, make_windows, timed_export  # noqa: E402
 
 FS, SECONDS = 125.0, 10
 
@@ -91,17 +90,6 @@ def forward_only(encoder, batches: list[np.ndarray]) -> float:
     for rows in batches:
         encoder.encode(rows)
     return time.perf_counter() - t0
-
-
-def timed_export(modality, encoder, out: Path, batch_rows: int) -> tuple[int, float]:
-    from medae.export.latents import ModelRef, export_modality
-
-    shutil.rmtree(out.parent, ignore_errors=True)
-    ref = ModelRef(f"medae-{modality.name}", 1, "bench", f"models:/medae-{modality.name}@x")
-    t0 = time.perf_counter()
-    manifest = export_modality(modality, encoder, ref, out, params_hash="bench",
-                               batch_rows=batch_rows)
-    return manifest["rows"], time.perf_counter() - t0
 
 
 def main() -> None:
