@@ -9,6 +9,7 @@ that changed it is a version history of the data: ``git checkout <rev> -- dvc.lo
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -54,11 +55,13 @@ def commit_message(ran: list[str], started: str) -> str:
 def commit_lock(root: Path, ran: list[str], started: str) -> str:
     """Commit ``root/dvc.lock`` alone when git sees it changed; returns what happened.
 
-    Skips (a log line, not an error) when ``root`` is not in a git work tree, ``dvc.lock`` is
-    git-ignored or unchanged. Raises :class:`LockCommitFailed` with git's own last line when
-    git refuses the commit.
+    Skips (a log line, not an error) when git is not installed, ``root`` is not in a git work
+    tree, ``dvc.lock`` is git-ignored or unchanged. Raises :class:`LockCommitFailed` with
+    git's own last line when git refuses the commit.
     """
     root = Path(root)
+    if shutil.which("git") is None:  # a slim deployment image: the refresh itself still counts
+        return _skipped("git is not installed")
     if _git(root, "rev-parse", "--is-inside-work-tree").stdout.strip() != "true":
         return _skipped(f"{root} is not in a git repository")
     if _git(root, "check-ignore", "-q", "--", LOCK_FILE).returncode == 0:

@@ -82,6 +82,12 @@ def test_outside_git_or_ignored_lock_is_skipped(tmp_path: Path, repo: Path, monk
     assert head(repo) == before
 
 
+def test_without_git_on_the_path_the_commit_is_skipped(repo: Path, monkeypatch):
+    (repo / "dvc.lock").write_text("v2\n")
+    monkeypatch.setenv("PATH", str(repo / "no-such-bin"))
+    assert commit_lock(repo, ["ingest_ehr"], STARTED) == "skipped: git is not installed"
+
+
 def test_without_a_git_identity_the_refresh_identity_is_used(repo: Path, monkeypatch):
     for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME",
                 "GIT_COMMITTER_EMAIL", "EMAIL"):
