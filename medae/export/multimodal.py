@@ -84,9 +84,7 @@ def eligible_windows(lf: pl.LazyFrame, channel: str, max_nan_frac: float,
     >>> eligible_windows(w, "ecg_ii", 0.1, pl.Series([7, 9])).collect()["stay_id"].to_list()
     [7]
     """
-    keep = ((pl.col("channel") == channel)
-            & (pl.col("q_nan_frac").fill_null(0.0) <= max_nan_frac)
-            & pl.col("stay_id").is_in(stays.implode()))
+    keep = pairs.usable(channel, max_nan_frac) & pl.col("stay_id").is_in(stays.implode())
     return pairs.linked(lf.filter(keep))
 
 

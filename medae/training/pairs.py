@@ -26,6 +26,16 @@ from medae.training.encode import multimodal_inputs
 ROW = pl.Int64  # row numbers; null = the modality is missing in that row
 
 
+def usable(channel: str, max_nan_frac: float) -> pl.Expr:
+    """The waveform windows a model may use: its ``channel``, at most ``max_nan_frac`` missing.
+
+    >>> w = pl.DataFrame({"channel": ["ecg_ii", "ecg_ii", "ppg"], "q_nan_frac": [0.0, 0.5, None]})
+    >>> w.filter(usable("ecg_ii", 0.1)).height
+    1
+    """
+    return (pl.col("channel") == channel) & (pl.col("q_nan_frac").fill_null(0.0) <= max_nan_frac)
+
+
 def linked(wave: pl.DataFrame | pl.LazyFrame):
     """Waveform windows that can be placed in a stay's time: ``stay_id`` and time both known."""
     return wave.filter(pl.col("stay_id").is_not_null() & pl.col("window_start").is_not_null())

@@ -143,8 +143,7 @@ def read_channel_windows(folder: Path, channel: str, max_nan_frac: float,
     files = parquet_files(folder, "window_waveforms")
     lf = pl.scan_parquet(files)
     require_columns(lf, columns, str(folder))
-    lf = lf.filter((pl.col("channel") == channel)
-                   & (pl.col("q_nan_frac").fill_null(0.0) <= max_nan_frac))
+    lf = lf.filter(pairs.usable(channel, max_nan_frac))
     df = (pairs.linked(lf) if linked_only else lf).select(*columns).collect()
     if df.height == 0:
         which = "linked to a stay (stay_id and window_start set) " if linked_only else ""
