@@ -146,9 +146,13 @@ def fingerprint(model: torch.nn.Module, optim: Optim, data_version: str) -> str:
 
 def check_finite(loss: torch.Tensor, where: str) -> None:
     if not bool(torch.isfinite(loss)):
-        raise TrainingDiverged(
-            f"{where}: loss is {float(loss.detach())} (not finite); training stopped and no "
-            "model was saved. Lower optim.lr or check the inputs for extreme values")
+        raise diverged(where, loss)
+
+
+def diverged(where: str, loss: torch.Tensor) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"{where}: loss is {float(loss.detach())} (not finite); training stopped and no "
+        "model was saved. Lower optim.lr or check the inputs for extreme values")
 
 
 class LossSums:
@@ -193,10 +197,7 @@ class LossSums:
     def means(self) -> dict[str, float]:
         """The per-row means (one host read on an accelerator); raises on a non-finite step."""
         if self.first_bad is not None and (step := int(self.first_bad)) >= 0:
-            raise TrainingDiverged(
-                f"epoch {self.epoch} step {step + 1}: loss is {float(self.bad_loss)} (not "
-                "finite); training stopped and no model was saved. Lower optim.lr or check "
-                "the inputs for extreme values")
+            raise diverged(f"epoch {self.epoch} step {step + 1}", self.bad_loss)
         return {k: float(v) / max(1, self.rows) for k, v in self.sums.items()}
 
 
