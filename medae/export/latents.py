@@ -503,9 +503,8 @@ def run(params: Any) -> dict[str, Any]:
     summary: dict[str, Any] = {"out": str(out_root), "modalities": {}}
     for name in cfg.modalities:
         modality = known[name]
-        if name == "multimodal" and not multimodal.pointer(params).exists():
-            log.info("export multimodal: no %s (train_multimodal has not run); skipped",
-                     multimodal.pointer(params))
+        if name == "multimodal" and not (pointer := multimodal.pointer(params)).exists():
+            log.info("export multimodal: no %s (train_multimodal has not run); skipped", pointer)
             summary["modalities"][name] = {"skipped": "no multimodal model trained"}
             continue
         ref = resolve_alias(uri, f"medae-{name}", cfg.alias)
