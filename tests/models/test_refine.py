@@ -7,7 +7,7 @@ import torch
 
 from medae.models.build import build_model
 from medae.models.config import ModelChoice
-from medae.models.refine import row_errors
+from medae.models.refine import AdamState, row_errors
 from tests.models.test_models import WAVE_SHAPE, wave_rows
 
 
@@ -78,3 +78,18 @@ def test_refinement_is_thread_safe(rows):
         together = torch.cat(list(pool.map(encode, parts)))
     alone = torch.cat([encode(p) for p in parts])
     assert torch.equal(together, alone)
+
+
+def test_adam_state_takes_the_steps_torch_optim_adam_takes():
+
+    torch.manual_seed(1)
+    target = torch.randn(3, 5)
+    mine, theirs = torch.zeros(3, 5), torch.zeros(3, 5, requires_grad=True)
+    state, adam = AdamState(mine), torch.optim.Adam([theirs], lr=0.05)
+    for _ in range(20):  # the same objective, so the same gradient sequence from equal points
+        adam.zero_grad()
+        ((theirs - target) ** 3).abs().sum().backward()
+        mine -= state.update(3 * (mine - target) ** 2 * torch.sign(mine - target), 0.05)
+        adam.step()
+    assert torch.allclose(mine, theirs.detach(), atol=1e-6)
+    assert not torch.allclose(mine, torch.zeros(3, 5))
