@@ -185,11 +185,14 @@ def flag_before_admission(events: pl.LazyFrame, admissions: pl.LazyFrame) -> pl.
     """Flag ``f_before_admission`` on events timed before the ``admittime`` of their
     ``hadm_id`` (false when the event names no admission or the admission is unknown).
 
+    Row order is not kept (Polars' left join does not promise it, and keeping it costs a
+    sort): the caller sorts the store afterwards anyway.
+
     >>> from datetime import datetime as dt
-    >>> ev = pl.LazyFrame({"hadm_id": [7, 7, None], "time": [dt(2100, 1, 1), dt(2100, 1, 3),
-    ...     dt(2100, 1, 1)]}, schema_overrides={"hadm_id": pl.Int64})
+    >>> ev = pl.LazyFrame({"row": [0, 1, 2], "hadm_id": [7, 7, None], "time": [dt(2100, 1, 1),
+    ...     dt(2100, 1, 3), dt(2100, 1, 1)]}, schema_overrides={"hadm_id": pl.Int64})
     >>> adm = pl.LazyFrame({"hadm_id": [7], "admittime": [dt(2100, 1, 2)]})
-    >>> flag_before_admission(ev, adm).collect()["f_before_admission"].to_list()
+    >>> flag_before_admission(ev, adm).sort("row").collect()["f_before_admission"].to_list()
     [True, False, False]
     """
     # one admittime per hadm_id, so a repeated admissions row cannot duplicate events
