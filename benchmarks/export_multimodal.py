@@ -111,7 +111,8 @@ def main() -> None:
         root = Path(tmp)
         (root / "ehr").mkdir()
         (root / "waves").mkdir()
-        make_windows(root / "ehr", args.windows, args.files, bins, variables)
+        make_windows(root / "ehr", args.windows, args.files, bins, variables,
+                     params.featurize_ehr.compression)
         waves = make_waves(root / "ehr", root / "waves", args.waves_per_stay)
         ehr = Modality("ehr", root / "ehr", "featurize_ehr", ehr_inputs)
         fused = FusedWindows(root / "waves", params.train_multimodal.max_nan_frac)

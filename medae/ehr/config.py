@@ -44,7 +44,10 @@ class FeaturizeEhr(Section):
     ``variables``: dictionary codes to use (null = every dictionary variable, in dictionary
     order); ``aggregations``: per-code override of the dictionary's per-bin aggregation;
     ``max_ffill_hours``: forward fill within a stay at most this long after a measurement;
-    ``delta_max_hours``: hours-since-last is capped here and divided by it (0..1).
+    ``delta_max_hours``: hours-since-last is capped here and divided by it (0..1);
+    ``compression``: Parquet codec of the window files. lz4 by default: export and training
+    read these files again and again, and LZ4 decodes them in about 0.6x zstd's CPU time for
+    1.3-1.9x the bytes on disk (docs/benchmarks.md); ``zstd`` for the smallest files.
     """
 
     out: str = "data/features/ehr_windows"
@@ -56,3 +59,4 @@ class FeaturizeEhr(Section):
     delta_max_hours: float = Field(default=48.0, gt=0)
     variables: list[str] | None = None
     aggregations: dict[str, Literal["mean", "sum", "last", "min", "max"]] = {}
+    compression: Literal["lz4", "zstd", "snappy", "uncompressed"] = "lz4"

@@ -311,7 +311,7 @@ def featurize_shard(item: dict[str, Any]) -> dict[str, Any]:
         pl.col("label_mortality").fill_null(0).cast(pl.Int8),
     )  # already in (stay_id, window_start) order: stays are sorted, starts ascend
     with atomic_path(Path(item["target"])) as tmp:
-        out.write_parquet(tmp)
+        out.write_parquet(tmp, compression=item["compression"])
     return {"windows": out.height, "stays": stays.height}
 
 
@@ -366,13 +366,14 @@ def run(params: Any) -> dict[str, Any]:
                       "binned": str(out / "_binned" / f"{name}.{inputs}.binned")})
     sums = _fit_sums(items, state.get("sums", {}), params)
     stats = combine_sums([s["value"] for s in sums.values()], view)
-    stats_digest = digest(stats)
+    # a part is current while its inputs, the train statistics and the codec are unchanged
+    stats_digest = digest(stats, cfg.compression)
     old_parts = state.get("parts", {})
     todo = [it for it in items
             if old_parts.get(Path(it["target"]).name) != digest(it["inputs"], stats_digest)
             or not Path(it["target"]).exists()]
     for it in todo:
-        it["stats"] = stats
+        it["stats"], it["compression"] = stats, cfg.compression
     log.info("featurize_ehr: %d shards, %d to recompute", shards, len(todo))
     results = map_items(featurize_shard, todo, params.executor,
                         names=[Path(t["target"]).stem for t in todo], desc="featurize_ehr shards",

@@ -92,3 +92,27 @@ def test_windows_on_generated_chartevents(synth_run):
     assert 30 < stats["mean"]["VITAL//HEART_RATE"] < 200  # artifacts were removed before
     assert (windows["window_end"] - windows["window_start"]).dt.total_hours().unique().to_list() \
         == [cfg.window_hours]
+
+
+def _codecs(folder) -> set[str]:
+    import pyarrow.parquet as pq
+
+    return {pq.ParquetFile(p).metadata.row_group(0).column(i).compression
+            for p in sorted(folder.glob("part_*.parquet"))
+            for i in range(pq.ParquetFile(p).metadata.num_columns)}
+
+
+def test_window_codec_is_lz4_and_a_new_codec_rewrites_every_part(demo_run, tmp_path):
+    params, _ = demo_run
+    sets = [f"ingest_ehr.out={params.path(params.ingest_ehr.out)}",
+            f"clean_ehr.out={params.path(params.clean_ehr.out)}"]
+    fast = ehr_params(tmp_path, params.ehr.source, *sets)
+    first = run_stage("featurize_ehr", fast)
+    windows = fast.path(fast.featurize_ehr.out)
+    assert _codecs(windows) == {"LZ4"} and first["recomputed"]
+    small = ehr_params(tmp_path, params.ehr.source, *sets, "featurize_ehr.compression=zstd")
+    assert run_stage("featurize_ehr", small)["recomputed"] == first["recomputed"]
+    assert _codecs(windows) == {"ZSTD"}
+    rows = pl.read_parquet(windows / "part_*.parquet")
+    assert rows.equals(pl.read_parquet(params.path(params.featurize_ehr.out) / "part_*.parquet"))
+    assert run_stage("featurize_ehr", small)["recomputed"] == []
