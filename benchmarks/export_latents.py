@@ -35,9 +35,11 @@ import polars as pl
 def make_windows(folder: Path, n_windows: int, n_files: int, bins: int, variables: int,
                  compression: str) -> None:
     """EHR windows in the featurize_ehr layout (values/mask/delta bin-major, static), written
-    with Polars' writer in ``compression`` as featurize_ehr writes them. Values are random
+    by featurize_ehr's own writer in ``compression``. Values are random
     normals: they barely compress, the costliest case for the reader (real windows,
     forward-filled and mostly imputed, compress 10-30x)."""
+    from medae.ehr.featurize import write_windows
+
     rng = np.random.default_rng(0)
     width = bins * variables
     per_file = n_windows // n_files
@@ -57,7 +59,7 @@ def make_windows(folder: Path, n_windows: int, n_files: int, bins: int, variable
         }).with_columns(window_end=pl.col("window_start") + pl.duration(hours=24))
         for col in ("values", "mask", "delta", "static"):
             frame = frame.with_columns(pl.col(col).arr.to_list())
-        frame.write_parquet(folder / f"part_{f:04d}.parquet", compression=compression)
+        write_windows(frame, folder / f"part_{f:04d}.parquet", compression)
 
 
 def build_encoder(params, bins: int, variables: int, device: str):

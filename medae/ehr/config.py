@@ -59,4 +59,4 @@ class FeaturizeEhr(Section):
     delta_max_hours: float = Field(default=48.0, gt=0)
     variables: list[str] | None = None
     aggregations: dict[str, Literal["mean", "sum", "last", "min", "max"]] = {}
-    compression: Literal["lz4", "zstd", "snappy", "uncompressed"] = "lz4"
+    compression: Literal["lz4", "zstd", "snappy", "none"] = "lz4"

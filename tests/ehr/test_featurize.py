@@ -116,3 +116,14 @@ def test_window_codec_is_lz4_and_a_new_codec_rewrites_every_part(demo_run, tmp_p
     rows = pl.read_parquet(windows / "part_*.parquet")
     assert rows.equals(pl.read_parquet(params.path(params.featurize_ehr.out) / "part_*.parquet"))
     assert run_stage("featurize_ehr", small)["recomputed"] == []
+
+
+def test_window_writer_refuses_a_null_value_and_names_the_column(tmp_path):
+    from medae.ehr.featurize import write_windows
+    from medae.errors import DataError
+
+    windows = pl.DataFrame({"stay_id": [1, 2], "mask": [[1.0, 0.0], [1.0, None]]},
+                           schema_overrides={"mask": pl.List(pl.Float32)})
+    with pytest.raises(DataError, match=r"part\.parquet: column 'mask' holds nulls"):
+        write_windows(windows, tmp_path / "part.parquet", "lz4")
+    assert not (tmp_path / "part.parquet").exists()
