@@ -46,8 +46,9 @@ class FeaturizeEhr(Section):
     ``max_ffill_hours``: forward fill within a stay at most this long after a measurement;
     ``delta_max_hours``: hours-since-last is capped here and divided by it (0..1);
     ``compression``: Parquet codec of the window files. lz4 by default: export and training
-    read these files again and again, and LZ4 decodes them in about 0.6x zstd's CPU time for
-    1.3-1.9x the bytes on disk (docs/benchmarks.md); ``zstd`` for the smallest files.
+    read these files again and again, and LZ4 decodes them in 0.6x (barely compressible
+    values) to 0.94x (forward-filled demo windows) zstd's CPU time for 1.1-1.3x the bytes on
+    disk (docs/refresh.md); ``zstd`` for the smallest files.
     """
 
     out: str = "data/features/ehr_windows"
