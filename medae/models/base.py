@@ -86,6 +86,11 @@ class Autoencoder(nn.Module):
     def init_from_data(self, rows: Tensor) -> None:
         """Data-dependent initialisation from train rows (none by default)."""
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """The optimiser's parameter groups: every parameter decays at ``weight_decay``
+        (a model whose parts need different decay overrides this)."""
+        return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
+
     # -- data layout -----------------------------------------------------------------------
     def prepare(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Normalised input (non-finite -> 0), the target, and the observation weight."""

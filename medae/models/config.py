@@ -114,6 +114,9 @@ class Conv1dConfig(Section):
     # (encode, forward and export alike; training's loss is unchanged). 0 = plain encoder.
     refine_steps: int = Field(default=0, ge=0)
     refine_lr: float = Field(default=0.05, gt=0)
+    # AdamW decay of the convolutional path alone (None: optim.weight_decay, like the linear
+    # path): restrains the non-linear correction on top of the PCA-initialised linear path.
+    conv_weight_decay: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _refine_needs_mse(self) -> Conv1dConfig:

@@ -58,6 +58,20 @@ class ConvAutoencoder(Autoencoder):
         self.skip_in = nn.Linear(self.length, config.latent_dim) if config.linear_skip else None
         self.skip_out = nn.Linear(config.latent_dim, self.length) if config.linear_skip else None
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """With ``conv_weight_decay`` set, the convolutional path decays at that rate and the
+        linear path at ``weight_decay``: a strong pull on the non-linear correction alone
+        keeps it from fitting the train patients' morphology while PCA's path stays free."""
+        decay = getattr(self.config, "conv_weight_decay", None)  # older pickled configs
+        if decay is None:
+            return super().param_groups(weight_decay)
+        conv = {id(p) for m in (self.down, self.to_code, self.from_code, self.up)
+                for p in m.parameters()}
+        params = list(self.parameters())
+        return [{"params": [p for p in params if id(p) in conv], "weight_decay": decay},
+                {"params": [p for p in params if id(p) not in conv],
+                 "weight_decay": weight_decay}]
+
     @torch.no_grad()
     def init_from_data(self, rows: Tensor, max_rows: int = 20000) -> None:
         """PCA of the (normalised) train rows into the linear path; conv outputs start at 0."""

@@ -241,7 +241,7 @@ def fit(model, train: np.ndarray, tuning: np.ndarray, optim: Optim, *,
     steps_per_epoch = math.ceil(len(train) / optim.batch_size)
     total = optim.epochs * steps_per_epoch
     # fused: one kernel per step for the whole update on CUDA (launches dominate small models)
-    opt = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay,
+    opt = torch.optim.AdamW(model.param_groups(optim.weight_decay), lr=optim.lr,
                             fused=device == "cuda" or None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(
         int(optim.warmup_epochs * steps_per_epoch), total, optim.schedule))
