@@ -401,10 +401,11 @@ def run(params: Any) -> dict[str, Any]:
     sums = _fit_sums(items, state.get("sums", {}), params)
     stats = combine_sums([s["value"] for s in sums.values()], view)
     # a part is current while its inputs, the train statistics and the codec are unchanged
-    stats_digest = digest(stats, cfg.compression)
+    written_as = digest(stats, cfg.compression)
+    parts = {Path(it["target"]).name: digest(it["inputs"], written_as) for it in items}
     old_parts = state.get("parts", {})
     todo = [it for it in items
-            if old_parts.get(Path(it["target"]).name) != digest(it["inputs"], stats_digest)
+            if old_parts.get(Path(it["target"]).name) != parts[Path(it["target"]).name]
             or not Path(it["target"]).exists()]
     for it in todo:
         it["stats"], it["compression"] = stats, cfg.compression
@@ -420,8 +421,7 @@ def run(params: Any) -> dict[str, Any]:
     for stale in (out / "_binned").glob("*.binned"):
         if stale not in current:
             stale.unlink()
-    save_fingerprints(out, {"sums": sums, "parts": {
-        Path(it["target"]).name: digest(it["inputs"], stats_digest) for it in items}})
+    save_fingerprints(out, {"sums": sums, "parts": parts})
     return {"out": str(out), "stats": str(params.path(cfg.stats)), "shards": shards,
             "recomputed": [Path(t["target"]).stem for t in todo],
             "windows_written": sum(r["windows"] for r in results.values if r),
