@@ -62,7 +62,7 @@ class ConvAutoencoder(Autoencoder):
         """With ``conv_weight_decay`` set, the convolutional path decays at that rate and the
         linear path at ``weight_decay``: a strong pull on the non-linear correction alone
         keeps it from fitting the train patients' morphology while PCA's path stays free."""
-        decay = getattr(self.config, "conv_weight_decay", None)  # older pickled configs
+        decay = self.config.conv_weight_decay
         if decay is None:
             return super().param_groups(weight_decay)
         conv = {id(p) for m in (self.down, self.to_code, self.from_code, self.up)
