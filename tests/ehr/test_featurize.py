@@ -97,9 +97,8 @@ def test_windows_on_generated_chartevents(synth_run):
 def _codecs(folder) -> set[str]:
     import pyarrow.parquet as pq
 
-    return {pq.ParquetFile(p).metadata.row_group(0).column(i).compression
-            for p in sorted(folder.glob("part_*.parquet"))
-            for i in range(pq.ParquetFile(p).metadata.num_columns)}
+    groups = [pq.read_metadata(p).row_group(0) for p in sorted(folder.glob("part_*.parquet"))]
+    return {g.column(i).compression for g in groups for i in range(g.num_columns)}
 
 
 def test_window_codec_is_lz4_and_a_new_codec_rewrites_every_part(demo_run, tmp_path):
