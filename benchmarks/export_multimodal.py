@@ -22,7 +22,6 @@ the ratios.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 import tempfile
@@ -38,25 +37,50 @@ from export_latents import build_encoder, make_windows, timed_export  # noqa: E4
 FS, SECONDS = 125.0, 10
 
 
-def make_waves(ehr_folder: Path, folder: Path, per_stay: int) -> int:
-    """``per_stay`` ecg_ii windows for every stay, one file per stay; returns windows written."""
+def make_waves(ehr_folder: Path, folder: Path, per_stay: int, record_minutes: float = 0) -> int:
+    """One waveform file per stay (a record) of ecg_ii windows; returns windows written.
+
+    ``record_minutes`` 0: ``per_stay`` windows 6 h apart (one per EHR window's start, the
+    worst case for per-file costs: many tiny files). Otherwise a contiguous recording of that
+    many minutes of 10 s windows, written like window_waveforms writes records (its schema and
+    Parquet options, one row group per 600 s chunk): the real shape, where a stay's record
+    holds far more windows than pair with its EHR windows.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from medae.waveforms.windows import PARQUET_OPTIONS, WINDOW_SCHEMA
+
     rng = np.random.default_rng(1)
     stays = (pl.scan_parquet(f"{ehr_folder}/*.parquet")
              .group_by("subject_id", "stay_id").agg(pl.col("window_start").min())
              .sort("stay_id").collect())
     n = int(FS * SECONDS)
+    contiguous = record_minutes > 0
+    count = int(record_minutes * 60 / SECONDS) if contiguous else per_stay
+    chunk = 60 if contiguous else count  # windows per row group (600 s chunks)
     written = 0
     for subject, stay, first in stays.iter_rows():
-        starts = [first + dt.timedelta(hours=6 * k, minutes=5) for k in range(per_stay)]
-        pl.DataFrame({
-            "subject_id": [subject] * per_stay, "record_name": [f"r{stay}"] * per_stay,
-            "channel": ["ecg_ii"] * per_stay, "window_start": starts,
-            "start_s": [21600.0 * k + 300 for k in range(per_stay)], "fs": [FS] * per_stay,
-            "stay_id": [stay] * per_stay,
-            "values": rng.normal(size=(per_stay, n)).astype(np.float32),
-            "q_nan_frac": np.zeros(per_stay, np.float32),
-        }).with_columns(pl.col("values").arr.to_list()).write_parquet(folder / f"r{stay}.parquet")
-        written += per_stay
+        start_s = (300 + SECONDS * np.arange(count) if contiguous
+                   else 21600.0 * np.arange(count) + 300)
+        with pq.ParquetWriter(folder / f"r{stay}.parquet", WINDOW_SCHEMA,
+                              **PARQUET_OPTIONS) as writer:
+            for lo in range(0, count, chunk):
+                s = start_s[lo:lo + chunk]
+                k = len(s)
+                starts = np.datetime64(first, "us") + (s * 1e6).astype("timedelta64[us]")
+                values = rng.normal(size=(k, n)).astype(np.float32)
+                zeros = pa.array(np.zeros(k, np.float32))
+                writer.write_table(pa.table({
+                    "subject_id": pa.array([subject] * k, pa.int64()),
+                    "record_name": [f"r{stay}"] * k, "channel": ["ecg_ii"] * k,
+                    "window_start": pa.array(starts, pa.timestamp("us")), "start_s": s,
+                    "fs": np.full(k, FS), "stay_id": pa.array([stay] * k, pa.int64()),
+                    "values": pa.FixedSizeListArray.from_arrays(values.ravel(), n).cast(
+                        WINDOW_SCHEMA.field("values").type),
+                    "q_nan_frac": zeros, "q_flat_frac": zeros, "q_clip_frac": zeros,
+                    "q_range": zeros, "q_beat": zeros}, schema=WINDOW_SCHEMA))
+        written += count
     return written
 
 
@@ -94,7 +118,7 @@ def forward_only(encoder, batches: list[np.ndarray]) -> float:
 
 def main() -> None:
     from medae.config import load_params
-    from medae.export.latents import Modality
+    from medae.export.latents import DIGESTS, Modality
     from medae.export.multimodal import FusedWindows
     from medae.training.encode import ehr_inputs
 
@@ -102,7 +126,14 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=40000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--waves-per-stay", type=int, default=2)
+    parser.add_argument("--waves-per-stay", type=int, default=2,
+                        help="windows per stay, 6 h apart (many tiny record files)")
+    parser.add_argument("--cold", action="store_true",
+                        help="hash every window file in each run (default: reuse the digests "
+                             "cached by the previous run, as in a re-export)")
+    parser.add_argument("--record-minutes", type=float, default=0,
+                        help="instead: a contiguous record of this many minutes per stay "
+                             "(10 s windows, window_waveforms' file layout)")
     args = parser.parse_args()
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml", [])
     bins, variables = 24, 14
@@ -113,9 +144,11 @@ def main() -> None:
         (root / "waves").mkdir()
         make_windows(root / "ehr", args.windows, args.files, bins, variables,
                      params.featurize_ehr.compression)
-        waves = make_waves(root / "ehr", root / "waves", args.waves_per_stay)
+        waves = make_waves(root / "ehr", root / "waves", args.waves_per_stay,
+                           args.record_minutes)
         ehr = Modality("ehr", root / "ehr", "featurize_ehr", ehr_inputs)
-        fused = FusedWindows(root / "waves", params.train_multimodal.max_nan_frac)
+        fused = FusedWindows(root / "waves", params.train_multimodal.max_nan_frac,
+                             root / "out" / DIGESTS)
         multi = Modality("multimodal", root / "ehr", "train_multimodal", ehr_inputs,
                          extra_fingerprints=fused.fingerprints, encode=fused.encode)
         encoders = {"ehr": build_encoder(params, bins, variables, "cpu"),
@@ -126,7 +159,8 @@ def main() -> None:
         for r in range(args.repeats):
             for modality in (ehr, multi):
                 rows, seconds = timed_export(modality, encoders[modality.name],
-                                             root / "out" / modality.name, batch_rows)
+                                             root / "out" / modality.name, batch_rows,
+                                             args.cold)
                 times[modality.name].append(seconds)
                 print(f"repeat {r}: {modality.name:10s} {rows} rows in {seconds:.2f} s "
                       f"({rows / seconds:,.0f} rows/s)")

@@ -4,7 +4,8 @@ One output part per input window file (``part_0003.parquet`` <- ``ehr_windows/pa
 ``<record>.parquet`` <- ``waveform_windows/<record>.parquet``), so a refresh after new data
 re-encodes only the new or changed files: ``data/latents/_fingerprints.json`` maps each input
 file to a hash of its bytes, the model version and the params, and unchanged parts are
-hard-linked from the previous table. Each table folder is published atomically (written beside,
+hard-linked from the previous table; ``data/latents/_digests.json`` caches those byte hashes by
+file stamp (:func:`file_digests`). Each table folder is published atomically (written beside,
 swapped in), so a reader never sees a half-written table.
 
 Throughput: only the columns the keys and the model inputs need are read (``delta``, ``split``
@@ -50,6 +51,7 @@ from medae.training.encode import EHR_PARTS
 log = logging.getLogger(__name__)
 
 FINGERPRINTS = "_fingerprints.json"
+DIGESTS = "_digests.json"  # input files' digests by size, mtime, ctime, inode (file_digests)
 MANIFEST = "_manifest.json"
 EHR_KEYS = ("subject_id", "hadm_id", "stay_id", "window_start", "window_end")
 WAVEFORM_KEYS = ("subject_id", "stay_id", "record_name", "channel", "window_start", "window_end",
@@ -299,10 +301,43 @@ def encode_files(paths: Sequence[Path], encode_one: Callable[[Path], object],
             future.result()
 
 
-def file_digests(paths: Sequence[Path]) -> list[str]:
-    """``file_digest`` of every path, one thread per core (hashlib releases the GIL)."""
-    with ThreadPoolExecutor(plan_workers(len(paths))[0]) as pool:
-        return list(pool.map(file_digest, paths))
+def file_digests(paths: Sequence[Path], cache: Path | None = None) -> list[str]:
+    """``file_digest`` of every path, one thread per core (hashlib releases the GIL).
+
+    ``cache``: a JSON file of earlier digests, each kept with its file's size, mtime, ctime
+    and inode, and reused while all four are unchanged (what DVC does): a re-export after a
+    new champion hashes only the window files written since. Any change to a file (a
+    rewrite, a ``dvc checkout``) changes its ctime, so a stale digest is never reused; a
+    missing or torn cache only costs the hashing.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); (d / "a").write_bytes(b"x")
+    1
+    >>> file_digests([d / "a"], d / "_digests.json") == file_digests([d / "a"])
+    True
+    """
+    known = read_state(cache) if cache is not None else {}
+    stamps = [_stamp(path) for path in paths]
+    digests: list[str | None] = [
+        entry[-1] if (entry := known.get(str(path))) and entry[:-1] == stamp else None
+        for path, stamp in zip(paths, stamps, strict=True)]
+    todo = [i for i, digest in enumerate(digests) if digest is None]
+    if todo:
+        with ThreadPoolExecutor(plan_workers(len(todo))[0]) as pool:
+            for i, digest in zip(todo, pool.map(file_digest, [paths[i] for i in todo]),
+                                 strict=True):
+                digests[i] = digest
+        if cache is not None:
+            fresh = {str(p): [*stamp, d] for p, stamp, d in zip(paths, stamps, digests,
+                                                                strict=True)}
+            write_json_atomic(cache, {k: v for k, v in known.items() if Path(k).exists()}
+                              | fresh)
+    return [d for d in digests if d is not None]
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _reuse_part(name: str, out_dir: Path, staging: Path, unchanged: bool) -> bool:
@@ -358,7 +393,8 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
     lineage = f"{ref.name}:{ref.version}:{ref.run_id}:{params_hash}:{protection.tag}"
     extra = modality.extra_fingerprints(inputs) if modality.extra_fingerprints else {}
     fingerprints = {path.name: f"{digest}{extra.get(path.name, '')}:{lineage}"
-                    for path, digest in zip(inputs, file_digests(inputs), strict=True)}
+                    for path, digest in zip(inputs, file_digests(inputs, out_dir.parent / DIGESTS),
+                                            strict=True)}
     with atomic_dir(out_dir) as staging:
         changed = [path for path in inputs
                    if not _reuse_part(path.name, out_dir, staging,

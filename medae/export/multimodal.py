@@ -8,6 +8,13 @@ waveform window was fused). Which waveform window goes with which EHR window is
 eligible are those training used: the model's channel, ``q_nan_frac <=
 train_multimodal.max_nan_frac``, linked to a stay in time.
 
+Reading in two passes: a stay's record holds far more windows than pair with its EHR windows
+(contiguous 10 s windows against a few EHR windows a day), so the key columns of the eligible
+windows are read first and paired, then the samples of only the windows used are read, from
+only the row groups holding them (:meth:`FusedWindows.wave_keys`, :meth:`FusedWindows.samples`).
+A window's span for pairing is its start plus the model's samples / ``fs``; the samples read
+are checked to have exactly that length, the one the model was trained on.
+
 Incremental: a part depends on its EHR file and on the waveform files linked to its stays, so
 its fingerprint adds a hash of those files' names and bytes (:meth:`FusedWindows.fingerprints`);
 a new or changed record re-encodes only the parts holding its stays.
@@ -33,10 +40,17 @@ from medae.training.encode import ehr_inputs, waveform_inputs
 
 log = logging.getLogger(__name__)
 
-# What pairing and the model rows need of a waveform windows file (docs/contracts.md).
-WAVE_COLUMNS = {"subject_id": pl.Int64, "stay_id": pl.Int64, "record_name": pl.String,
-                "channel": pl.String, "window_start": pl.Datetime("us"), "start_s": pl.Float64,
-                "fs": pl.Float64, "values": pl.List(pl.Float32), "q_nan_frac": pl.Float32}
+# The key columns pairing needs of a waveform windows file (docs/contracts.md); the samples
+# (``values``) of the windows used are read afterwards.
+WAVE_KEYS = {"subject_id": pl.Int64, "stay_id": pl.Int64, "record_name": pl.String,
+             "channel": pl.String, "window_start": pl.Datetime("us"), "start_s": pl.Float64,
+             "fs": pl.Float64, "q_nan_frac": pl.Float32}
+FILE_ROW = "_file_row"  # a waveform window's row number in its file (scan over many files)
+FILE = "_file"
+IN_MEMORY = "_in_memory"  # the window's samples were read with its keys
+# A file of at most this many windows is read whole in the first pass: opening it again costs
+# more (~0.5 ms) than decoding its unused windows (~20 us each at 1,250 samples).
+ONE_PASS_ROWS = 32
 
 
 def file_stays(path: Path) -> set[int]:
@@ -45,11 +59,17 @@ def file_stays(path: Path) -> set[int]:
     Read from the Parquet footer when every row group holds one stay (a record lies in one
     stay; ~0.15 ms a file against ~1 ms to decode the column), else from the column.
     """
+    return footer(path)[0]
+
+
+def footer(path: Path) -> tuple[set[int], pq.FileMetaData]:
+    """:func:`file_stays` and the file's Parquet metadata (row groups, for reading rows)."""
     try:
-        stays = _footer_stays(pq.ParquetFile(path).metadata)
+        meta = pq.ParquetFile(path).metadata
+        stays = _footer_stays(meta)
         if stays is None:
             stays = set(pl.read_parquet(path, columns=["stay_id"])["stay_id"].drop_nulls())
-        return stays
+        return stays, meta
     except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
         raise DataError(f"{path}: cannot read column 'stay_id' "
                         f"({str(exc).splitlines()[0]})") from None
@@ -88,45 +108,32 @@ def eligible_windows(lf: pl.LazyFrame, channel: str, max_nan_frac: float,
     return pairs.linked(lf.filter(keep))
 
 
-def fused_rows(ehr: pl.DataFrame, wave: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
-    """Pair ``ehr`` windows with ``wave`` windows (:mod:`medae.training.pairs`): one row per
-    EHR window (``ehr_row``, ``wave_row`` renumbered over the used waves) and the used rows
-    of ``wave``.
-
-    >>> import datetime as dt
-    >>> t = lambda h: dt.datetime(2150, 1, 1, h)
-    >>> ehr = pl.DataFrame({"stay_id": [7, 7], "window_start": [t(0), t(6)],
-    ...                     "window_end": [t(6), t(12)]})
-    >>> wave = pl.DataFrame({"subject_id": [1], "stay_id": [7], "record_name": ["r"],
-    ...     "window_start": [t(1)], "start_s": [0.0], "fs": [1.0], "values": [[0.0] * 10]})
-    >>> rows, used = fused_rows(ehr, wave)
-    >>> rows["wave_row"].to_list(), used.tolist()
-    ([0, None], [0])
-    """
-    paired = pairs.pair_ehr_windows(ehr, pairs.wave_spans(wave))
-    return pairs.keep_used_waves(paired)
-
-
 class FusedWindows:
     """The multimodal modality's inputs: EHR window files, each fused with the waveform
     windows of its stays. Plugs into :func:`medae.export.latents.export_modality` through
     ``Modality.extra_fingerprints`` and ``Modality.encode``."""
 
-    def __init__(self, wave_folder: Path, max_nan_frac: float):
+    def __init__(self, wave_folder: Path, max_nan_frac: float, digests: Path | None = None):
         self.wave_folder = Path(wave_folder)
         self.max_nan_frac = max_nan_frac
-        self._stays_of: dict[str, set[int]] | None = None  # wave file name -> linked stays
+        self.digests = digests  # the digest cache (latents.file_digests)
+        # wave file name -> (linked stays, Parquet metadata)
+        self._footers: dict[str, tuple[set[int], pq.FileMetaData]] | None = None
 
     def scan_waves(self) -> dict[str, set[int]]:
         """Linked stays per waveform file, read afresh (at each export's fingerprinting)."""
-        self._stays_of = {p.name: file_stays(p)
-                          for p in sorted(self.wave_folder.glob("*.parquet"))}
-        return self._stays_of
+        self._footers = {p.name: footer(p) for p in sorted(self.wave_folder.glob("*.parquet"))}
+        return {name: stays for name, (stays, _) in self._footers.items()}
+
+    def _footer(self) -> dict[str, tuple[set[int], pq.FileMetaData]]:
+        if self._footers is None:
+            self.scan_waves()
+        assert self._footers is not None
+        return self._footers
 
     def related(self, stays: set[int]) -> list[Path]:
         """The waveform files holding windows of ``stays``, sorted by name."""
-        stays_of = self._stays_of if self._stays_of is not None else self.scan_waves()
-        return [self.wave_folder / name for name, linked in sorted(stays_of.items())
+        return [self.wave_folder / name for name, (linked, _) in sorted(self._footer().items())
                 if linked & stays]
 
     def fingerprints(self, ehr_files: Sequence[Path]) -> dict[str, str]:
@@ -134,48 +141,131 @@ class FusedWindows:
         self.scan_waves()
         related = {p.name: self.related(file_stays(p)) for p in ehr_files}
         needed = sorted({w for files in related.values() for w in files})
-        digest = dict(zip(needed, latents.file_digests(needed), strict=True))
+        digest = dict(zip(needed, latents.file_digests(needed, self.digests), strict=True))
         return {name: "+" + hashlib.sha256("\n".join(
                     f"{w.name}:{digest[w]}" for w in files).encode()).hexdigest()[:16]
                 for name, files in related.items()}
 
-    def read_waves(self, stays: set[int], channel: str, ehr_file: Path) -> pl.DataFrame:
-        """The eligible waveform windows of ``stays``, sorted by record and time."""
+    def wave_keys(self, stays: set[int], channel: str, width: int,
+                  ehr_file: Path) -> pl.DataFrame:
+        """The eligible waveform windows of ``stays``, sorted by record and time: keys, file
+        and row in it, ``wave_end`` = start + ``width`` / ``fs``, and ``values`` for the
+        windows of small files only (null for the others: :meth:`samples` reads them)."""
         files = self.related(stays)
-        if not files:
-            return pl.DataFrame(schema=WAVE_COLUMNS)
-        lf = pl.scan_parquet(files).select(pl.col(c).cast(t) for c, t in WAVE_COLUMNS.items())
+        footers = self._footer()
+        small = [f for f in files if footers[f.name][1].num_rows <= ONE_PASS_ROWS]
+        large = [f for f in files if footers[f.name][1].num_rows > ONE_PASS_ROWS]
+        scans = [self._scan(group, with_values=group is small)
+                 for group in (small, large) if group]
+        if not scans:
+            return pl.DataFrame(schema={**WAVE_KEYS, FILE: pl.String, FILE_ROW: pl.Int64,
+                                        "values": pl.List(pl.Float32), IN_MEMORY: pl.Boolean,
+                                        "wave_end": pl.Datetime("us")})
+        micros = (width / pl.col("fs") * 1e6).round().cast(pl.Int64)
         try:
-            wave = eligible_windows(lf, channel, self.max_nan_frac,
+            keys = eligible_windows(pl.concat(scans), channel, self.max_nan_frac,
                                     pl.Series(sorted(stays), dtype=pl.Int64)).collect()
         except pl.exceptions.PolarsError as exc:
             raise DataError(f"{self.wave_folder}: waveform windows of the stays in "
                             f"{ehr_file.name}: cannot read ({str(exc).splitlines()[0]})"
                             ) from None
-        return wave.sort("record_name", "start_s")
+        return (keys.with_columns(wave_end=pl.col("window_start")
+                                  + pl.duration(microseconds=micros))
+                .sort("record_name", "start_s", maintain_order=True))
+
+    def _scan(self, files: list[Path], with_values: bool) -> pl.LazyFrame:
+        """One scan of ``files``: the key columns (and the samples when ``with_values``),
+        each row numbered within its own file."""
+        lf = pl.scan_parquet(files, row_index_name=FILE_ROW, include_file_paths=FILE)
+        values = (pl.col("values").cast(pl.List(pl.Float32)) if with_values
+                  else pl.lit(None, pl.List(pl.Float32)).alias("values"))
+        # The scan numbers rows across its files in order: back to each file's own numbers.
+        first_row = np.cumsum([0] + [self._footer()[f.name][1].num_rows for f in files])
+        first = pl.DataFrame({FILE: [str(f) for f in files], "_first": first_row[:-1]})
+        return (lf.join(first.lazy(), on=FILE, how="left", maintain_order="left")
+                .select(*(pl.col(c).cast(t) for c, t in WAVE_KEYS.items()), FILE,
+                        pl.col(FILE_ROW).cast(pl.Int64) - pl.col("_first"), values,
+                        pl.lit(with_values).alias(IN_MEMORY)))
+
+    def samples(self, keys: pl.DataFrame, width: int, ehr_file: Path) -> np.ndarray:
+        """The samples of the windows ``keys`` (rows of :meth:`wave_keys`), row for row:
+        those read with the keys, the others from the row groups holding them only. Each
+        window must have ``width`` samples."""
+        out = np.empty((keys.height, width), np.float32)
+        read = keys[IN_MEMORY].to_numpy()
+        if read.any():
+            small = keys.filter(pl.col(IN_MEMORY))
+            self._fill(out, read.nonzero()[0], waveform_inputs(small), width, ehr_file,
+                       Path(small[FILE][0]).name)
+        rest = keys.with_row_index("_out").filter(~pl.col(IN_MEMORY))
+        names, which = np.unique(rest[FILE].to_numpy(), return_inverse=True)
+        order = np.argsort(which, kind="stable")
+        at, rows = rest["_out"].to_numpy()[order], rest[FILE_ROW].to_numpy()[order]
+        bounds = np.cumsum([0, *np.bincount(which, minlength=len(names))])
+        for k, name in enumerate(names):  # by file name, each file's rows in order
+            path, mine = Path(name), slice(bounds[k], bounds[k + 1])
+            self._fill(out, at[mine], self._read_rows(path, rows[mine]), width, ehr_file,
+                       path.name)
+        return out
+
+    @staticmethod
+    def _fill(out: np.ndarray, at: np.ndarray, values: np.ndarray, width: int, ehr_file: Path,
+              source: str) -> None:
+        if values.shape[1] != width:
+            raise DataError(f"{ehr_file.name}: fused waveform windows of {source} have "
+                            f"{values.shape[1]} samples; the model expects {width} "
+                            f"(window_waveforms params changed since train_multimodal?)")
+        out[at] = values
+
+    def _read_rows(self, path: Path, wanted: np.ndarray) -> np.ndarray:
+        """The samples of rows ``wanted`` of one file, reading only their row groups."""
+        meta = self._footer()[path.name][1]
+        sizes = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        group_first = np.cumsum([0, *sizes])
+        group_of = np.searchsorted(group_first, wanted, side="right") - 1
+        groups, position = np.unique(group_of, return_inverse=True)
+        # the wanted rows' numbers in the selected row groups, read back to back
+        local = np.cumsum([0, *sizes[groups][:-1]])[position] + wanted - group_first[group_of]
+        try:
+            table = pq.ParquetFile(path, metadata=meta).read_row_groups(
+                groups.tolist(), columns=["values"], use_threads=False)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{path}: cannot read column 'values' "
+                            f"({str(exc).splitlines()[0]})") from None
+        return waveform_inputs(pl.from_arrow(table.take(local)))
 
     def encode(self, path: Path, encoder: latents.Encoder, ref: latents.ModelRef,
                batch_rows: int) -> pl.DataFrame | None:
-        """Every EHR window of ``path`` -> its multimodal latents (input row order kept)."""
+        """Every EHR window of ``path`` -> its multimodal latents (input row order kept).
+
+        The whole file's windows are paired at once (keys only), the samples of the waveform
+        windows used are read once, then the EHR windows stream through in batches.
+        """
         model = encoder.load() if isinstance(encoder, latents.LazyEncoder) else encoder
-        wave = self.read_waves(file_stays(path), model.channel, path)
-        wave_width = int(model.model.shape.wave_dim)
-        parts = [encode_batch(batch, wave, model, ref, wave_width, path)
-                 for batch in latents.iter_windows(path, batch_rows,
-                                                   latents.READ_COLUMNS["ehr"])
-                 if batch.height]
+        width = int(model.model.shape.wave_dim)
+        keys = self.wave_keys(file_stays(path), model.channel, width, path)
+        try:
+            ehr_keys = pl.read_parquet(path, columns=["stay_id", "window_start", "window_end"])
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise DataError(f"{path}: cannot read the EHR window keys "
+                            f"({str(exc).splitlines()[0]})") from None
+        rows, used = pairs.keep_used_waves(pairs.pair_ehr_windows(
+            ehr_keys, pairs.wave_spans(keys, end=pl.col("wave_end"))))
+        waves = (self.samples(keys[used], width, path) if len(used)
+                 else np.zeros((1, width), np.float32))
+        parts, offset = [], 0
+        for batch in latents.iter_windows(path, batch_rows, latents.READ_COLUMNS["ehr"]):
+            if batch.height:
+                mine = rows.slice(offset, batch.height).with_columns(pl.col("ehr_row") - offset)
+                parts.append(encode_batch(batch, mine, waves, model, ref))
+                offset += batch.height
         return pl.concat(parts, how="vertical_relaxed") if parts else None
 
 
-def encode_batch(batch: pl.DataFrame, wave: pl.DataFrame, encoder: Any, ref: latents.ModelRef,
-                 wave_width: int, path: Path) -> pl.DataFrame:
-    """One batch of EHR windows, fused and encoded: keys, ``has_waveform``, latents, lineage."""
-    rows, used = fused_rows(batch, wave)
-    waves = waveform_inputs(wave[used]) if len(used) else np.zeros((1, wave_width), np.float32)
-    if waves.shape[1] != wave_width:
-        raise DataError(f"{path.name}: fused waveform windows have {waves.shape[1]} samples; "
-                        f"the model expects {wave_width} (window_waveforms params changed "
-                        f"since train_multimodal?)")
+def encode_batch(batch: pl.DataFrame, rows: pl.DataFrame, waves: np.ndarray, encoder: Any,
+                 ref: latents.ModelRef) -> pl.DataFrame:
+    """One batch of EHR windows with their pairing ``rows`` (``ehr_row`` in the batch,
+    ``wave_row`` in ``waves``), encoded: keys, ``has_waveform``, latents, lineage."""
     z = encoder.encode(pairs.gather_rows(rows, ehr_inputs(batch), waves))
     keys = latents.key_frame(batch, "ehr").with_columns(
         has_waveform=rows["wave_row"].is_not_null())
@@ -190,7 +280,8 @@ def pointer(params: Any) -> Path:
 def modality(params: Any) -> latents.Modality:
     """The ``multimodal`` modality of :func:`medae.export.latents.modalities`."""
     cfg = params.train_multimodal
-    fused = FusedWindows(params.path(params.window_waveforms.out), cfg.max_nan_frac)
+    fused = FusedWindows(params.path(params.window_waveforms.out), cfg.max_nan_frac,
+                         params.path(params.export_latents.out) / latents.DIGESTS)
     return latents.Modality("multimodal", params.path(params.featurize_ehr.out), "train_multimodal",
                             ehr_inputs, extra_fingerprints=fused.fingerprints,
                             encode=fused.encode)

@@ -41,8 +41,11 @@ def linked(wave: pl.DataFrame | pl.LazyFrame):
     return wave.filter(pl.col("stay_id").is_not_null() & pl.col("window_start").is_not_null())
 
 
-def wave_spans(wave: pl.DataFrame) -> pl.DataFrame:
+def wave_spans(wave: pl.DataFrame, end: pl.Expr | None = None) -> pl.DataFrame:
     """Keys of linked waveform windows: ``wave_row`` (row in ``wave``), start and end time.
+
+    ``end``: the windows' end times when known without their samples (export reads the
+    samples of the paired windows only); default start + samples / ``fs``.
 
     >>> import datetime as dt
     >>> w = pl.DataFrame({"subject_id": [1], "stay_id": [7], "record_name": ["r"],
@@ -51,11 +54,12 @@ def wave_spans(wave: pl.DataFrame) -> pl.DataFrame:
     >>> wave_spans(w)["wave_end"].to_list()
     [datetime.datetime(2150, 1, 1, 0, 0, 10)]
     """
-    micros = (pl.col("values").list.len() / pl.col("fs") * 1e6).round().cast(pl.Int64)
+    if end is None:
+        micros = (pl.col("values").list.len() / pl.col("fs") * 1e6).round().cast(pl.Int64)
+        end = pl.col("window_start") + pl.duration(microseconds=micros)
     return linked(wave.with_row_index("wave_row").with_columns(pl.col("wave_row").cast(ROW))
                   ).select("subject_id", "stay_id", "record_name", "start_s", "wave_row",
-                           wave_start=pl.col("window_start"),
-                           wave_end=pl.col("window_start") + pl.duration(microseconds=micros))
+                           wave_start=pl.col("window_start"), wave_end=end)
 
 
 def pair_ehr_windows(ehr: pl.DataFrame, spans: pl.DataFrame) -> pl.DataFrame:

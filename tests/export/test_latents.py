@@ -118,6 +118,30 @@ def test_rerun_reuses_unchanged_parts_byte_for_byte(ehr: Modality, tmp_path: Pat
     assert set(pl.read_parquet(out / "part_0000.parquet")["model_version"]) == {3}
 
 
+def test_input_digests_are_reused_until_a_file_changes(tmp_path: Path):
+    """The digest cache: a file's digest is reused while its size, times and inode are
+    unchanged, recomputed after any rewrite (even to the same size), and forgotten when the
+    file is gone."""
+    from medae.io import file_digest
+
+    a, b, cache = tmp_path / "a.parquet", tmp_path / "b.parquet", tmp_path / "_digests.json"
+    a.write_bytes(b"first")
+    b.write_bytes(b"other")
+    assert latents.file_digests([a, b], cache) == [file_digest(a), file_digest(b)]
+    entries = json.loads(cache.read_text())
+    assert sorted(entries) == [str(a), str(b)]
+    entries[str(a)][-1] = "cached"  # reuse shows as the cached value coming back
+    cache.write_text(json.dumps(entries))
+    assert latents.file_digests([a, b], cache) == ["cached", file_digest(b)]
+
+    b.unlink()
+    a.write_bytes(b"FIRST")  # same size, new bytes: new stamp
+    assert latents.file_digests([a], cache) == [file_digest(a)]
+    assert sorted(json.loads(cache.read_text())) == [str(a)]
+    cache.write_text("{torn")
+    assert latents.file_digests([a], cache) == [file_digest(a)]
+
+
 def test_crash_mid_export_leaves_previous_table_intact(ehr: Modality, tmp_path: Path):
     out = tmp_path / "latents" / "ehr"
     export(ehr, out, LinearEncoder(width=6))

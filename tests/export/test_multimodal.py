@@ -207,6 +207,62 @@ def test_stays_of_a_file_come_from_the_footer_or_else_the_column(tmp_path):
         multimodal.file_stays(tmp_path / "keyless.parquet")
 
 
+def write_record(path: Path, stay: int, channels: list[str], n: int, width: int,
+                 group_rows: int, seed: int) -> None:
+    """A waveform windows file like window_waveforms writes: row groups of ``group_rows``
+    windows per channel, every 4th window too gappy to use."""
+    import datetime as dt
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for lo in range(0, n, group_rows):
+        for channel in channels:
+            k = min(group_rows, n - lo)
+            start_s = 10.0 * np.arange(lo, lo + k)
+            frames.append(pl.DataFrame({
+                "subject_id": [stay // 10] * k, "record_name": [f"r{stay}"] * k,
+                "channel": [channel] * k,
+                "window_start": [dt.datetime(2150, 1, 1) + dt.timedelta(seconds=s)
+                                 for s in start_s],
+                "start_s": start_s, "fs": [1.0] * k, "stay_id": [stay] * k,
+                "values": rng.normal(size=(k, width)).astype(np.float32),
+                "q_nan_frac": np.where(np.arange(lo, lo + k) % 4 == 3, 0.9, 0.0
+                                       ).astype(np.float32),
+            }).with_columns(pl.col("values").arr.to_list()))
+    with pq.ParquetWriter(path, frames[0].to_arrow().schema) as writer:
+        for frame in frames:
+            writer.write_table(frame.to_arrow())  # one row group per frame
+
+
+def test_samples_are_read_for_the_paired_windows_only_and_match_a_full_read(tmp_path):
+    """Keys first, then the samples of chosen windows from their row groups (a small file's
+    are read with its keys): the same windows and samples as reading every eligible window
+    whole, across files, channels and row groups."""
+    for i, stay in enumerate((11, 12, 13)):
+        write_record(tmp_path / f"r{stay}.parquet", stay, ["ecg_ii", "ppg"], n=23, width=10,
+                     group_rows=5, seed=i)
+    write_record(tmp_path / "r99.parquet", 99, ["ecg_ii"], n=6, width=10, group_rows=5, seed=9)
+    fused = multimodal.FusedWindows(tmp_path, max_nan_frac=0.5)
+    keys = fused.wave_keys({11, 13, 99}, "ecg_ii", 10, tmp_path / "part_0000.parquet")
+    full = (pl.read_parquet([tmp_path / f"r{s}.parquet" for s in (11, 13, 99)])
+            .filter((pl.col("channel") == "ecg_ii") & (pl.col("q_nan_frac") <= 0.5))
+            .sort("record_name", "start_s"))
+    assert keys.height == full.height == 2 * (23 - 5) + (6 - 1)
+    assert keys.select("record_name", "start_s").equals(full.select("record_name", "start_s"))
+    assert (keys["wave_end"] - keys["window_start"]).dt.total_seconds().unique().to_list() == [10]
+    # 46 windows in r11 and r13: read again for the chosen ones; 6 in r99: read with the keys
+    in_memory = keys.group_by("record_name").agg(pl.col(multimodal.IN_MEMORY).all())
+    assert dict(in_memory.iter_rows()) == {"r11": False, "r13": False, "r99": True}
+    chosen = [0, 3, 4, 17, 18, 35, 37, 40]  # within and across row groups and files
+    np.testing.assert_array_equal(fused.samples(keys[chosen], 10, Path("part_0000.parquet")),
+                                  waveform_inputs(full[chosen]))
+    for row, name in ((0, "r11"), (40, "r99")):
+        with pytest.raises(DataError, match=rf"part_0000.parquet: fused waveform windows of "
+                                            rf"{name}.parquet have 10 samples; the model "
+                                            rf"expects 12"):
+            fused.samples(keys[[row]], 12, Path("part_0000.parquet"))
+
+
 def test_module_doctests():
     result = doctest.testmod(multimodal)
     assert result.failed == 0 and result.attempted >= 3

@@ -97,9 +97,10 @@ def without_mlflow(digests: dict[str, str]) -> dict[str, str]:
 def published(digests: dict[str, str]) -> dict[str, str]:
     """Outputs a consumer reads. Export's ``_fingerprints.json`` is its own journal: it is
     cleared on purpose before each table swap, so after a kill it may hold a third version (the
-    re-run then re-encodes that table; convergence is checked separately)."""
+    re-run then re-encodes that table; convergence is checked separately). Its
+    ``_digests.json`` is a cache of input digests keyed by file stamps (inodes, times)."""
     return {rel: d for rel, d in without_mlflow(digests).items()
-            if not rel.endswith("_fingerprints.json")}
+            if not rel.endswith(("_fingerprints.json", "_digests.json"))}
 
 
 def pointer_view(project: Path, modality: str) -> dict:
