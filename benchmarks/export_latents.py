@@ -150,17 +150,17 @@ def timed_export(modality, encoder, out: Path, batch_rows: int,
                  cold: bool = False) -> tuple[int, float]:
     """``export_modality`` end to end into an emptied ``out``: (rows, seconds).
 
-    Every part is encoded, as after a new champion. The input files' digests cached by the
-    previous run are kept (unchanged window files are not hashed again), unless ``cold``.
+    Every part is encoded, as after a new champion. What the previous run cached of the
+    unchanged input files (digests, record footers) is kept, unless ``cold``.
     """
-    from medae.export.latents import DIGESTS, ModelRef, export_modality
+    from medae.export.latents import DIGESTS, FOOTERS, ModelRef, export_modality
 
-    cache = out.parent / DIGESTS
-    kept = cache.read_bytes() if cache.exists() and not cold else None
+    caches = {} if cold else {p: p.read_bytes() for p in (out.parent / DIGESTS,
+                                                         out.parent / FOOTERS) if p.exists()}
     shutil.rmtree(out.parent, ignore_errors=True)
-    if kept is not None:
-        out.parent.mkdir(parents=True)
-        cache.write_bytes(kept)
+    for path, blob in caches.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob)
     ref = ModelRef(f"medae-{modality.name}", 1, "bench",
                    f"models:/medae-{modality.name}@champion")
     t0 = time.perf_counter()

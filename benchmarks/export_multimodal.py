@@ -118,7 +118,7 @@ def forward_only(encoder, batches: list[np.ndarray]) -> float:
 
 def main() -> None:
     from medae.config import load_params
-    from medae.export.latents import DIGESTS, Modality
+    from medae.export.latents import Modality
     from medae.export.multimodal import FusedWindows
     from medae.training.encode import ehr_inputs
 
@@ -148,7 +148,7 @@ def main() -> None:
                            args.record_minutes)
         ehr = Modality("ehr", root / "ehr", "featurize_ehr", ehr_inputs)
         fused = FusedWindows(root / "waves", params.train_multimodal.max_nan_frac,
-                             root / "out" / DIGESTS)
+                             root / "out")
         multi = Modality("multimodal", root / "ehr", "train_multimodal", ehr_inputs,
                          extra_fingerprints=fused.fingerprints, encode=fused.encode)
         encoders = {"ehr": build_encoder(params, bins, variables, "cpu"),

@@ -22,7 +22,7 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -273,6 +273,48 @@ def file_digest(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def stamp(path: str | os.PathLike[str]) -> list[int]:
+    """What changes whenever a file's bytes may have: size, mtime, ctime (ns) and inode."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def per_file_cached(paths: Sequence[Path], cache: Path | None,
+                    compute: Callable[[list[Path]], Iterable[Any]]) -> list[Any]:
+    """``compute`` of each path (a JSON value), reusing the value ``cache`` recorded while the
+    file's :func:`stamp` is unchanged (what DVC does for its hashes); ``compute`` gets only
+    the other paths, in order. Any rewrite or ``dvc checkout`` of a file changes its ctime, so
+    a stale value is never reused; a missing or torn cache only costs the computing. Entries
+    of files that no longer exist are dropped.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); _ = (d / "a").write_bytes(b"xyz")
+    >>> size = lambda todo: [p.stat().st_size for p in todo]
+    >>> per_file_cached([d / "a"], d / "cache.json", size)
+    [3]
+    >>> per_file_cached([d / "a"], d / "cache.json", lambda todo: [None for _ in todo])
+    [3]
+    """
+    known = read_state(cache) if cache is not None else {}
+    stamps = [stamp(path) for path in paths]
+    values: list[Any] = [None] * len(paths)
+    todo = []
+    for i, (path, now) in enumerate(zip(paths, stamps, strict=True)):
+        entry = known.get(str(path))
+        if isinstance(entry, list) and len(entry) == 2 and entry[0] == now:
+            values[i] = entry[1]
+        else:
+            todo.append(i)
+    if todo:
+        for i, value in zip(todo, compute([paths[i] for i in todo]), strict=True):
+            values[i] = value
+        if cache is not None:
+            fresh = {str(p): [now, v] for p, now, v in zip(paths, stamps, values, strict=True)}
+            write_json_atomic(cache, {k: v for k, v in known.items() if Path(k).exists()}
+                              | fresh)
+    return values
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

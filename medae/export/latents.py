@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError
 from medae.executor import usable_cores
-from medae.io import atomic_dir, file_digest, read_state, write_json_atomic
+from medae.io import atomic_dir, file_digest, per_file_cached, read_state, write_json_atomic
 from medae.privacy.protection import Protection
 from medae.training.encode import EHR_PARTS
 
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 FINGERPRINTS = "_fingerprints.json"
 DIGESTS = "_digests.json"  # input files' digests by size, mtime, ctime, inode (file_digests)
+FOOTERS = "_footers.json"  # waveform files' stays and row groups, likewise (multimodal)
 MANIFEST = "_manifest.json"
 EHR_KEYS = ("subject_id", "hadm_id", "stay_id", "window_start", "window_end")
 WAVEFORM_KEYS = ("subject_id", "stay_id", "record_name", "channel", "window_start", "window_end",
@@ -304,11 +305,9 @@ def encode_files(paths: Sequence[Path], encode_one: Callable[[Path], object],
 def file_digests(paths: Sequence[Path], cache: Path | None = None) -> list[str]:
     """``file_digest`` of every path, one thread per core (hashlib releases the GIL).
 
-    ``cache``: a JSON file of earlier digests, each kept with its file's size, mtime, ctime
-    and inode, and reused while all four are unchanged (what DVC does): a re-export after a
-    new champion hashes only the window files written since. Any change to a file (a
-    rewrite, a ``dvc checkout``) changes its ctime, so a stale digest is never reused; a
-    missing or torn cache only costs the hashing.
+    ``cache``: a JSON file of earlier digests reused while their file is unchanged
+    (:func:`medae.io.per_file_cached`): a re-export after a new champion hashes only the
+    window files written since.
 
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp()); (d / "a").write_bytes(b"x")
@@ -316,28 +315,11 @@ def file_digests(paths: Sequence[Path], cache: Path | None = None) -> list[str]:
     >>> file_digests([d / "a"], d / "_digests.json") == file_digests([d / "a"])
     True
     """
-    known = read_state(cache) if cache is not None else {}
-    stamps = [_stamp(path) for path in paths]
-    digests: list[str | None] = [
-        entry[-1] if (entry := known.get(str(path))) and entry[:-1] == stamp else None
-        for path, stamp in zip(paths, stamps, strict=True)]
-    todo = [i for i, digest in enumerate(digests) if digest is None]
-    if todo:
+    def digest_all(todo: list[Path]) -> list[str]:
         with ThreadPoolExecutor(plan_workers(len(todo))[0]) as pool:
-            for i, digest in zip(todo, pool.map(file_digest, [paths[i] for i in todo]),
-                                 strict=True):
-                digests[i] = digest
-        if cache is not None:
-            fresh = {str(p): [*stamp, d] for p, stamp, d in zip(paths, stamps, digests,
-                                                                strict=True)}
-            write_json_atomic(cache, {k: v for k, v in known.items() if Path(k).exists()}
-                              | fresh)
-    return [d for d in digests if d is not None]
+            return list(pool.map(file_digest, todo))
 
-
-def _stamp(path: Path) -> list[int]:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    return per_file_cached(paths, cache, digest_all)
 
 
 def _reuse_part(name: str, out_dir: Path, staging: Path, unchanged: bool) -> bool:

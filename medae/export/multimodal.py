@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from medae.errors import DataError
 from medae.export import latents
+from medae.io import per_file_cached
 from medae.training import pairs
 from medae.training.encode import ehr_inputs, waveform_inputs
 
@@ -62,14 +63,14 @@ def file_stays(path: Path) -> set[int]:
     return footer(path)[0]
 
 
-def footer(path: Path) -> tuple[set[int], pq.FileMetaData]:
-    """:func:`file_stays` and the file's Parquet metadata (row groups, for reading rows)."""
+def footer(path: Path) -> tuple[set[int], list[int]]:
+    """:func:`file_stays` and the number of rows in each of the file's row groups."""
     try:
         meta = pq.ParquetFile(path).metadata
         stays = _footer_stays(meta)
         if stays is None:
             stays = set(pl.read_parquet(path, columns=["stay_id"])["stay_id"].drop_nulls())
-        return stays, meta
+        return stays, [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
     except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
         raise DataError(f"{path}: cannot read column 'stay_id' "
                         f"({str(exc).splitlines()[0]})") from None
@@ -113,19 +114,29 @@ class FusedWindows:
     windows of its stays. Plugs into :func:`medae.export.latents.export_modality` through
     ``Modality.extra_fingerprints`` and ``Modality.encode``."""
 
-    def __init__(self, wave_folder: Path, max_nan_frac: float, digests: Path | None = None):
+    def __init__(self, wave_folder: Path, max_nan_frac: float, cache: Path | None = None):
         self.wave_folder = Path(wave_folder)
         self.max_nan_frac = max_nan_frac
-        self.digests = digests  # the digest cache (latents.file_digests)
-        # wave file name -> (linked stays, Parquet metadata)
-        self._footers: dict[str, tuple[set[int], pq.FileMetaData]] | None = None
+        # folder of the caches of digests and footers by file stamp (medae.io.per_file_cached)
+        self.cache = cache
+        # wave file name -> (linked stays, rows per row group)
+        self._footers: dict[str, tuple[set[int], list[int]]] | None = None
+
+    def _cache_file(self, name: str) -> Path | None:
+        return self.cache / name if self.cache is not None else None
 
     def scan_waves(self) -> dict[str, set[int]]:
-        """Linked stays per waveform file, read afresh (at each export's fingerprinting)."""
-        self._footers = {p.name: footer(p) for p in sorted(self.wave_folder.glob("*.parquet"))}
+        """Linked stays per waveform file, read afresh (at each export's fingerprinting) from
+        the footers of the files changed since the last export."""
+        files = sorted(self.wave_folder.glob("*.parquet"))
+        summaries = per_file_cached(
+            files, self._cache_file(latents.FOOTERS),
+            lambda todo: [[sorted(stays), groups] for stays, groups in map(footer, todo)])
+        self._footers = {p.name: (set(stays), groups)
+                         for p, (stays, groups) in zip(files, summaries, strict=True)}
         return {name: stays for name, (stays, _) in self._footers.items()}
 
-    def _footer(self) -> dict[str, tuple[set[int], pq.FileMetaData]]:
+    def _footer(self) -> dict[str, tuple[set[int], list[int]]]:
         if self._footers is None:
             self.scan_waves()
         assert self._footers is not None
@@ -141,7 +152,8 @@ class FusedWindows:
         self.scan_waves()
         related = {p.name: self.related(file_stays(p)) for p in ehr_files}
         needed = sorted({w for files in related.values() for w in files})
-        digest = dict(zip(needed, latents.file_digests(needed, self.digests), strict=True))
+        digests = latents.file_digests(needed, self._cache_file(latents.DIGESTS))
+        digest = dict(zip(needed, digests, strict=True))
         return {name: "+" + hashlib.sha256("\n".join(
                     f"{w.name}:{digest[w]}" for w in files).encode()).hexdigest()[:16]
                 for name, files in related.items()}
@@ -153,8 +165,8 @@ class FusedWindows:
         windows of small files only (null for the others: :meth:`samples` reads them)."""
         files = self.related(stays)
         footers = self._footer()
-        small = [f for f in files if footers[f.name][1].num_rows <= ONE_PASS_ROWS]
-        large = [f for f in files if footers[f.name][1].num_rows > ONE_PASS_ROWS]
+        small = [f for f in files if sum(footers[f.name][1]) <= ONE_PASS_ROWS]
+        large = [f for f in files if sum(footers[f.name][1]) > ONE_PASS_ROWS]
         scans = [self._scan(group, with_values=group is small)
                  for group in (small, large) if group]
         if not scans:
@@ -180,7 +192,7 @@ class FusedWindows:
         values = (pl.col("values").cast(pl.List(pl.Float32)) if with_values
                   else pl.lit(None, pl.List(pl.Float32)).alias("values"))
         # The scan numbers rows across its files in order: back to each file's own numbers.
-        first_row = np.cumsum([0] + [self._footer()[f.name][1].num_rows for f in files])
+        first_row = np.cumsum([0] + [sum(self._footer()[f.name][1]) for f in files])
         first = pl.DataFrame({FILE: [str(f) for f in files], "_first": first_row[:-1]})
         return (lf.join(first.lazy(), on=FILE, how="left", maintain_order="left")
                 .select(*(pl.col(c).cast(t) for c, t in WAVE_KEYS.items()), FILE,
@@ -219,15 +231,14 @@ class FusedWindows:
 
     def _read_rows(self, path: Path, wanted: np.ndarray) -> np.ndarray:
         """The samples of rows ``wanted`` of one file, reading only their row groups."""
-        meta = self._footer()[path.name][1]
-        sizes = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        sizes = np.array(self._footer()[path.name][1])
         group_first = np.cumsum([0, *sizes])
         group_of = np.searchsorted(group_first, wanted, side="right") - 1
         groups, position = np.unique(group_of, return_inverse=True)
         # the wanted rows' numbers in the selected row groups, read back to back
         local = np.cumsum([0, *sizes[groups][:-1]])[position] + wanted - group_first[group_of]
         try:
-            table = pq.ParquetFile(path, metadata=meta).read_row_groups(
+            table = pq.ParquetFile(path).read_row_groups(
                 groups.tolist(), columns=["values"], use_threads=False)
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"{path}: cannot read column 'values' "
@@ -281,7 +292,7 @@ def modality(params: Any) -> latents.Modality:
     """The ``multimodal`` modality of :func:`medae.export.latents.modalities`."""
     cfg = params.train_multimodal
     fused = FusedWindows(params.path(params.window_waveforms.out), cfg.max_nan_frac,
-                         params.path(params.export_latents.out) / latents.DIGESTS)
+                         params.path(params.export_latents.out))
     return latents.Modality("multimodal", params.path(params.featurize_ehr.out), "train_multimodal",
                             ehr_inputs, extra_fingerprints=fused.fingerprints,
                             encode=fused.encode)

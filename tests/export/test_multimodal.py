@@ -5,6 +5,7 @@ trained and registered in a SQLite MLflow store, loaded by ``load_encoder``."""
 from __future__ import annotations
 
 import doctest
+import json
 import os
 import shutil
 from pathlib import Path
@@ -261,6 +262,25 @@ def test_samples_are_read_for_the_paired_windows_only_and_match_a_full_read(tmp_
                                             rf"{name}.parquet have 10 samples; the model "
                                             rf"expects 12"):
             fused.samples(keys[[row]], 12, Path("part_0000.parquet"))
+
+
+def test_record_footers_are_read_again_only_for_changed_files(tmp_path):
+    waves = tmp_path / "waves"
+    waves.mkdir()
+    for stay in (11, 12):
+        write_record(waves / f"r{stay}.parquet", stay, ["ecg_ii"], n=7, width=4, group_rows=5,
+                     seed=stay)
+    cache = tmp_path / "latents"
+    cache.mkdir()
+    assert multimodal.FusedWindows(waves, 0.5, cache).scan_waves() == {
+        "r11.parquet": {11}, "r12.parquet": {12}}
+    footers = json.loads((cache / latents.FOOTERS).read_text())
+    assert footers[str(waves / "r11.parquet")][1] == [[11], [5, 2]]  # stays, rows per group
+    footers[str(waves / "r11.parquet")][1][0] = [99]  # reuse shows as the cached value
+    (cache / latents.FOOTERS).write_text(json.dumps(footers))
+    write_record(waves / "r12.parquet", 13, ["ecg_ii"], n=7, width=4, group_rows=5, seed=1)
+    assert multimodal.FusedWindows(waves, 0.5, cache).scan_waves() == {
+        "r11.parquet": {99}, "r12.parquet": {13}}
 
 
 def test_module_doctests():
