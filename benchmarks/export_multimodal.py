@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_latents import build_encoder, make_windows, timed_export  # noqa: E402
+from export_latents import build_encoder, export_cache, make_windows, timed_export  # noqa: E402
 
 FS, SECONDS = 125.0, 10
 
@@ -148,7 +148,7 @@ def main() -> None:
                            args.record_minutes)
         ehr = Modality("ehr", root / "ehr", "featurize_ehr", ehr_inputs)
         fused = FusedWindows(root / "waves", params.train_multimodal.max_nan_frac,
-                             root / "out")
+                             export_cache(root / "out" / "multimodal"))
         multi = Modality("multimodal", root / "ehr", "train_multimodal", ehr_inputs,
                          extra_fingerprints=fused.fingerprints, encode=fused.encode)
         encoders = {"ehr": build_encoder(params, bins, variables, "cpu"),

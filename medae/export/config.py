@@ -21,6 +21,9 @@ class ExportLatents(Section):
     ``pseudonymise_key_env``, else the file ``pseudonymise_key_file``; no key = refuse.
     ``encrypt``: Parquet modular encryption of the parts with the master keys in
     ``encryption_key_file`` (``python -m medae.privacy keygen FILE`` creates one).
+    ``cache``: folder of what export read of its input files (digests, record footers), kept
+    by file stamp so a re-export reads only the files changed since; outside ``out``, which
+    consumers read (it names records and stays, which pseudonymisation hides in the tables).
     """
 
     out: str = "data/latents"
@@ -34,6 +37,7 @@ class ExportLatents(Section):
     pseudonymise_key_file: str | None = None
     encrypt: bool = False
     encryption_key_file: str | None = None
+    cache: str = "data/cache/export_latents"
 
 
 class Refresh(Section):

@@ -4,8 +4,8 @@ One output part per input window file (``part_0003.parquet`` <- ``ehr_windows/pa
 ``<record>.parquet`` <- ``waveform_windows/<record>.parquet``), so a refresh after new data
 re-encodes only the new or changed files: ``data/latents/_fingerprints.json`` maps each input
 file to a hash of its bytes, the model version and the params, and unchanged parts are
-hard-linked from the previous table; ``data/latents/_digests.json`` caches those byte hashes by
-file stamp (:func:`file_digests`). Each table folder is published atomically (written beside,
+hard-linked from the previous table; ``export_latents.cache`` keeps those byte hashes by file
+stamp (:func:`file_digests`). Each table folder is published atomically (written beside,
 swapped in), so a reader never sees a half-written table.
 
 Throughput: only the columns the keys and the model inputs need are read (``delta``, ``split``
@@ -357,10 +357,12 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
                     params_hash: str, batch_rows: int,
                     meds_dir: Path | None = None,
                     protection: Protection | None = None,
-                    workers: int | None = None) -> dict[str, Any]:
+                    workers: int | None = None,
+                    cache: Path | None = None) -> dict[str, Any]:
     """Encode every windows file of ``modality`` into ``out_dir`` (atomic, incremental).
 
     ``protection`` pseudonymises and/or encrypts the parts (medae.privacy; default: neither).
+    ``cache``: folder of the input digests kept by file stamp (:func:`file_digests`).
     ``workers``: files encoded at a time (default one per core, see :func:`plan_workers`);
     the parts are the same bytes whatever the number.
     Returns the manifest, also written to ``out_dir.parent/_manifest.json[out_dir.name]``.
@@ -375,8 +377,8 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
     lineage = f"{ref.name}:{ref.version}:{ref.run_id}:{params_hash}:{protection.tag}"
     extra = modality.extra_fingerprints(inputs) if modality.extra_fingerprints else {}
     fingerprints = {path.name: f"{digest}{extra.get(path.name, '')}:{lineage}"
-                    for path, digest in zip(inputs, file_digests(inputs, out_dir.parent / DIGESTS),
-                                            strict=True)}
+                    for path, digest in zip(inputs, file_digests(
+                        inputs, cache / DIGESTS if cache is not None else None), strict=True)}
     with atomic_dir(out_dir) as staging:
         changed = [path for path in inputs
                    if not _reuse_part(path.name, out_dir, staging,
@@ -533,6 +535,7 @@ def run(params: Any) -> dict[str, Any]:
             batch_rows=cfg.batch_rows,
             meds_dir=out_root / "_meds" / name if cfg.meds else None,
             protection=protection,
+            cache=params.path(cfg.cache),
         )
         summary["modalities"][name] = {k: manifest[k] for k in (
             "rows", "files", "files_encoded", "files_reused", "model_version", "data_version")}

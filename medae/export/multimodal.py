@@ -292,7 +292,7 @@ def modality(params: Any) -> latents.Modality:
     """The ``multimodal`` modality of :func:`medae.export.latents.modalities`."""
     cfg = params.train_multimodal
     fused = FusedWindows(params.path(params.window_waveforms.out), cfg.max_nan_frac,
-                         params.path(params.export_latents.out))
+                         params.path(params.export_latents.cache))
     return latents.Modality("multimodal", params.path(params.featurize_ehr.out), "train_multimodal",
                             ehr_inputs, extra_fingerprints=fused.fingerprints,
                             encode=fused.encode)

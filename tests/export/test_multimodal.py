@@ -33,7 +33,8 @@ def export_params(root: Path, out: str | Path = "latents"):
     return multimodal_params(
         root, f"featurize_ehr.out={root}/ehr_windows",
         f"window_waveforms.out={root}/linked_waveform_windows",
-        f"export_latents.out={root / out}", "export_latents.modalities=[multimodal]")
+        f"export_latents.out={root / out}", f"export_latents.cache={root / out}_cache",
+        "export_latents.modalities=[multimodal]")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -177,6 +178,21 @@ def test_a_changed_record_re_encodes_only_the_part_holding_its_stay(project, exp
     after = {p.name: p.read_bytes() for p in (out / "multimodal").iterdir()}
     assert after["part_0000.parquet"] == before["part_0000.parquet"]
     assert after["part_0001.parquet"] != before["part_0001.parquet"]
+
+
+def test_what_export_read_of_its_inputs_is_cached_outside_the_published_folder(project,
+                                                                                exported):
+    """The digests and record footers name records and stays: they stay out of
+    ``export_latents.out``, which consumers read (pseudonymised or not)."""
+    params = export_params(project)
+    out, cache = (params.path(params.export_latents.out),
+                  params.path(params.export_latents.cache))
+    assert sorted(p.name for p in out.glob("_*.json")) == ["_fingerprints.json",
+                                                          "_manifest.json"]
+    assert sorted(p.name for p in cache.iterdir()) == [latents.DIGESTS, latents.FOOTERS]
+    footers = json.loads((cache / latents.FOOTERS).read_text())
+    waves = sorted((project / "linked_waveform_windows").glob("*.parquet"))
+    assert sorted(footers) == [str(p) for p in waves]
 
 
 def test_no_pointer_means_no_multimodal_export(project, tmp_path):

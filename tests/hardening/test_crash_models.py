@@ -95,10 +95,9 @@ def without_mlflow(digests: dict[str, str]) -> dict[str, str]:
 
 
 def without_caches(digests: dict[str, str]) -> dict[str, str]:
-    """Without export's ``_digests.json`` and ``_footers.json``: what it read of its inputs,
-    keyed by file stamps (inodes, times), which differ between copies of a project."""
-    return {rel: d for rel, d in digests.items()
-            if not rel.endswith(("_digests.json", "_footers.json"))}
+    """Without export's cache (``export_latents.cache``): what it read of its inputs, keyed by
+    file stamps (inodes, times), which differ between copies of a project."""
+    return {rel: d for rel, d in digests.items() if not rel.startswith("data/cache/")}
 
 
 def published(digests: dict[str, str]) -> dict[str, str]:
