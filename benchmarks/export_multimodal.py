@@ -11,12 +11,17 @@ Both sides run ``export_modality`` end to end on the same EHR window files (the
 
 Waveform windows: one file per stay (a record), ``--waves-per-stay`` 10 s windows at 125 Hz,
 6 h apart from 5 min after the stay's first window (the generator's EHR windows start every
-6 h, 4 per stay), so 2 per stay fuse half the EHR windows. Prints the
+6 h, 4 per stay), so 2 per stay fuse half the EHR windows: many tiny files, the worst case for
+per-file costs. ``--record-minutes M`` instead gives each stay a contiguous record of M
+minutes written in window_waveforms' layout (the real shape: far more windows than pair).
+Each run encodes every part, reusing what the previous run cached of the unchanged inputs
+(digests, record footers) unless ``--cold``. Prints the
 medians of ``--repeats`` runs: rows/s of both exports, the multimodal model's bare forward
 pass on the same rows (the batches export fed it, replayed on torch's default threads), and
 the ratios.
 
     .venv/bin/python benchmarks/export_multimodal.py [--windows 40000] [--files 8] [--repeats 3]
+    .venv/bin/python benchmarks/export_multimodal.py --windows 4000 --record-minutes 30 [--cold]
 """
 
 from __future__ import annotations

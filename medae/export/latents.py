@@ -97,6 +97,9 @@ class Modality:
     # its stays) adds their hash to its fingerprint, and encodes itself (medae.export.multimodal)
     extra_fingerprints: Callable[[Sequence[Path]], dict[str, str]] | None = None
     encode: Callable[[Path, Encoder, ModelRef, int], pl.DataFrame | None] | None = None
+    # input files named after records (``<record>.parquet``): MIMIC record names embed the
+    # subject id, so pseudonymisation renames their parts (Protection.part_name)
+    named_by_record: bool = False
 
     def read_columns(self) -> tuple[str, ...] | None:
         return self.columns if self.columns is not None else READ_COLUMNS.get(self.name)
@@ -376,13 +379,16 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
     previous = read_state(fingerprint_file).get(out_dir.name, {})
     lineage = f"{ref.name}:{ref.version}:{ref.run_id}:{params_hash}:{protection.tag}"
     extra = modality.extra_fingerprints(inputs) if modality.extra_fingerprints else {}
-    fingerprints = {path.name: f"{digest}{extra.get(path.name, '')}:{lineage}"
+    # part names (and fingerprint keys) are published: a record's is its pseudonym when on
+    part = {path: protection.part_name(path.name) if modality.named_by_record else path.name
+            for path in inputs}
+    fingerprints = {part[path]: f"{digest}{extra.get(path.name, '')}:{lineage}"
                     for path, digest in zip(inputs, file_digests(
                         inputs, cache / DIGESTS if cache is not None else None), strict=True)}
     with atomic_dir(out_dir) as staging:
         changed = [path for path in inputs
-                   if not _reuse_part(path.name, out_dir, staging,
-                                      previous.get(path.name) == fingerprints[path.name])]
+                   if not _reuse_part(part[path], out_dir, staging,
+                                      previous.get(part[path]) == fingerprints[part[path]])]
         if changed and isinstance(encoder, LazyEncoder):
             encoder.load()  # here, once, so torch is loaded before the workers start
 
@@ -390,7 +396,7 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
             latents = (modality.encode(path, encoder, ref, batch_rows) if modality.encode
                        else encode_file(path, modality, encoder, ref, batch_rows))
             if latents is not None:  # no part for a file without windows to encode
-                protection.write(protection.apply(latents), staging / path.name)
+                protection.write(protection.apply(latents), staging / part[path])
 
         encode_files(changed, encode_one, workers)
         encoded, reused = len(changed), len(inputs) - len(changed)
@@ -499,7 +505,7 @@ def modalities(params: Any) -> dict[str, Modality]:
         "ehr": Modality("ehr", params.path(params.featurize_ehr.out), "featurize_ehr",
                         encode.ehr_inputs),
         "waveforms": Modality("waveforms", params.path(params.window_waveforms.out),
-                              "window_waveforms", encode.waveform_inputs),
+                              "window_waveforms", encode.waveform_inputs, named_by_record=True),
         "multimodal": multimodal.modality(params),
     }
 

@@ -28,7 +28,7 @@ import polars as pl
 
 from medae.errors import ConfigError
 from medae.privacy.encryption import check_key_file, read_table, write_table
-from medae.privacy.pseudonym import PSEUDONYM_COLUMNS, load_key, pseudonymise
+from medae.privacy.pseudonym import PSEUDONYM_COLUMNS, load_key, pseudonym_of, pseudonymise
 
 # record_name is an identifier too: MIMIC waveform names embed the subject id (p000878...).
 PUBLISHED_ID_COLUMNS: tuple[str, ...] = (*PSEUDONYM_COLUMNS, "record_name")
@@ -70,6 +70,19 @@ class Protection:
         if self.key_file is not None:
             parts.append("encrypted")
         return "+".join(parts) or "plain"
+
+    def part_name(self, name: str) -> str:
+        """A published file name made from a record name (which embeds the subject id in
+        MIMIC): the record's pseudonym, as in the ``record_name`` column, when pseudonymising.
+
+        >>> Protection().part_name("p000878-2137-10-09.parquet")
+        'p000878-2137-10-09.parquet'
+        >>> len(Protection(key=b"0123456789abcdef-demo").part_name("p000878.parquet"))
+        24
+        """
+        if self.key is None:
+            return name
+        return f"{pseudonym_of(Path(name).stem, 'record_name', self.key)}{Path(name).suffix}"
 
     def apply(self, df: pl.DataFrame) -> pl.DataFrame:
         """``df`` with its id columns pseudonymised (unchanged when pseudonymisation is off)."""

@@ -90,6 +90,49 @@ def test_pseudonymised_encrypted_export_round_trip(tmp_path):
     assert ids[0] == pseudonym_of(10000032, "subject_id", b"another-key-0123456789")
 
 
+class WaveEncoder:
+    input_kind = "waveform"
+    channel = "ecg_ii"
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        return batch[:, :3]
+
+
+def test_pseudonymised_waveform_parts_are_not_named_after_their_record(tmp_path):
+    """MIMIC record names embed the subject id: with pseudonymisation on, neither the part
+    files nor the fingerprint journal beside them may carry one."""
+    from medae.training.encode import waveform_inputs
+
+    folder, record = tmp_path / "waveform_windows", "p000878-2137-10-09-16-02"
+    folder.mkdir()
+    pl.DataFrame({
+        "subject_id": [878, 878], "stay_id": [37067082, 37067082],
+        "record_name": [record] * 2, "channel": ["ecg_ii", "ecg_ii"],
+        "window_start": [dt.datetime(2137, 10, 9, 16, 2)] * 2, "start_s": [0.0, 10.0],
+        "fs": [1.0, 1.0], "values": [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]],
+    }, schema_overrides={"values": pl.List(pl.Float32)}).write_parquet(
+        folder / f"{record}.parquet")
+    modality = Modality("waveforms", folder, "window_waveforms", waveform_inputs,
+                        named_by_record=True)
+    out = tmp_path / "latents" / "waveforms"
+    protection = Protection(key=KEY)
+    first = export_modality(modality, WaveEncoder(), REF, out, params_hash="h", batch_rows=8,
+                            protection=protection)
+    name = f"{pseudonym_of(record, 'record_name', KEY)}.parquet"
+    assert [p.name for p in out.iterdir()] == [name] and first["rows"] == 2
+    assert pl.read_parquet(out / name)["record_name"].unique().to_list() == [name[:-8]]
+    journal = (out.parent / "_fingerprints.json").read_text()
+    assert record not in journal and name in journal
+    again = export_modality(modality, WaveEncoder(), REF, out, params_hash="h", batch_rows=8,
+                            protection=protection)
+    assert (again["files_reused"], again["files_encoded"]) == (1, 0)
+    plain = export_modality(modality, WaveEncoder(), REF, tmp_path / "plain" / "waveforms",
+                            params_hash="h", batch_rows=8)
+    assert plain["rows"] == 2
+    assert [p.name for p in (tmp_path / "plain" / "waveforms").iterdir()] == [
+        f"{record}.parquet"]
+
+
 def test_plain_export_is_unchanged_by_the_privacy_hook(tmp_path):
     modality = _windows(tmp_path / "windows")
     out = tmp_path / "latents" / "ehr"
