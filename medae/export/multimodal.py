@@ -8,12 +8,11 @@ waveform window was fused). Which waveform window goes with which EHR window is
 eligible are those training used: the model's channel, ``q_nan_frac <=
 train_multimodal.max_nan_frac``, linked to a stay in time.
 
-Reading in two passes: a stay's record holds far more windows than pair with its EHR windows
-(contiguous 10 s windows against a few EHR windows a day), so the key columns of the eligible
-windows are read first and paired, then the samples of only the windows used are read, from
-only the row groups holding them (:meth:`FusedWindows.wave_keys`, :meth:`FusedWindows.samples`).
-A window's span for pairing is its start plus the model's samples / ``fs``; the samples read
-are checked to have exactly that length, the one the model was trained on.
+Reading in two passes, as training does (:mod:`medae.training.wave_reader`): the key columns
+of the eligible windows of a part's stays, paired with the part's EHR windows, then the samples
+of only the windows used. A window's span for pairing is its start plus the model's samples /
+``fs``; the samples read are checked to have exactly that length, the one the model was
+trained on.
 
 Incremental: a part depends on its EHR file and on the waveform files linked to its stays, so
 its fingerprint adds a hash of those files' names and bytes (:meth:`FusedWindows.fingerprints`);
@@ -36,23 +35,10 @@ import pyarrow.parquet as pq
 from medae.errors import DataError
 from medae.export import latents
 from medae.io import per_file_cached
-from medae.training import pairs
-from medae.training.encode import ehr_inputs, waveform_inputs
+from medae.training import pairs, wave_reader
+from medae.training.encode import ehr_inputs
 
 log = logging.getLogger(__name__)
-
-# The key columns pairing needs of a waveform windows file (docs/contracts.md); the samples
-# (``values``) of the windows used are read afterwards.
-WAVE_KEYS = {"subject_id": pl.Int64, "stay_id": pl.Int64, "record_name": pl.String,
-             "channel": pl.String, "window_start": pl.Datetime("us"), "start_s": pl.Float64,
-             "fs": pl.Float64, "q_nan_frac": pl.Float32}
-FILE_ROW = "_file_row"  # a waveform window's row number in its file (scan over many files)
-FILE = "_file"
-IN_MEMORY = "_in_memory"  # the window's samples were read with its keys
-# A file of at most this many windows is read whole in the first pass: opening it again costs
-# more (~0.5 ms) than decoding its unused windows (~20 us each at 1,250 samples).
-ONE_PASS_ROWS = 32
-
 
 def file_stays(path: Path) -> set[int]:
     """The stays a windows file (EHR or waveform) has windows for: its ``stay_id`` only.
@@ -158,92 +144,20 @@ class FusedWindows:
                     f"{w.name}:{digest[w]}" for w in files).encode()).hexdigest()[:16]
                 for name, files in related.items()}
 
-    def wave_keys(self, stays: set[int], channel: str, width: int,
-                  ehr_file: Path) -> pl.DataFrame:
-        """The eligible waveform windows of ``stays``, sorted by record and time: keys, file
-        and row in it, ``wave_end`` = start + ``width`` / ``fs``, and ``values`` for the
-        windows of small files only (null for the others: :meth:`samples` reads them)."""
-        files = self.related(stays)
-        footers = self._footer()
-        small = [f for f in files if sum(footers[f.name][1]) <= ONE_PASS_ROWS]
-        large = [f for f in files if sum(footers[f.name][1]) > ONE_PASS_ROWS]
-        scans = [self._scan(group, with_values=group is small)
-                 for group in (small, large) if group]
-        if not scans:
-            return pl.DataFrame(schema={**WAVE_KEYS, FILE: pl.String, FILE_ROW: pl.Int64,
-                                        "values": pl.List(pl.Float32), IN_MEMORY: pl.Boolean,
-                                        "wave_end": pl.Datetime("us")})
-        micros = (width / pl.col("fs") * 1e6).round().cast(pl.Int64)
-        try:
-            keys = eligible_windows(pl.concat(scans), channel, self.max_nan_frac,
-                                    pl.Series(sorted(stays), dtype=pl.Int64)).collect()
-        except pl.exceptions.PolarsError as exc:
-            raise DataError(f"{self.wave_folder}: waveform windows of the stays in "
-                            f"{ehr_file.name}: cannot read ({str(exc).splitlines()[0]})"
-                            ) from None
-        return (keys.with_columns(wave_end=pl.col("window_start")
-                                  + pl.duration(microseconds=micros))
-                .sort("record_name", "start_s", maintain_order=True))
-
-    def _scan(self, files: list[Path], with_values: bool) -> pl.LazyFrame:
-        """One scan of ``files``: the key columns (and the samples when ``with_values``),
-        each row numbered within its own file."""
-        lf = pl.scan_parquet(files, row_index_name=FILE_ROW, include_file_paths=FILE)
-        values = (pl.col("values").cast(pl.List(pl.Float32)) if with_values
-                  else pl.lit(None, pl.List(pl.Float32)).alias("values"))
-        # The scan numbers rows across its files in order: back to each file's own numbers.
-        first_row = np.cumsum([0] + [sum(self._footer()[f.name][1]) for f in files])
-        first = pl.DataFrame({FILE: [str(f) for f in files], "_first": first_row[:-1]})
-        return (lf.join(first.lazy(), on=FILE, how="left", maintain_order="left")
-                .select(*(pl.col(c).cast(t) for c, t in WAVE_KEYS.items()), FILE,
-                        pl.col(FILE_ROW).cast(pl.Int64) - pl.col("_first"), values,
-                        pl.lit(with_values).alias(IN_MEMORY)))
+    def wave_keys(self, stays: set[int], channel: str, ehr_file: Path) -> pl.DataFrame:
+        """The eligible waveform windows of ``stays`` (:func:`wave_reader.read_keys`)."""
+        stay_ids = pl.Series(sorted(stays), dtype=pl.Int64)
+        return wave_reader.read_keys(
+            self.related(stays), self._groups(),
+            lambda lf: eligible_windows(lf, channel, self.max_nan_frac, stay_ids),
+            f"{self.wave_folder}: waveform windows of the stays in {ehr_file.name}")
 
     def samples(self, keys: pl.DataFrame, width: int, ehr_file: Path) -> np.ndarray:
-        """The samples of the windows ``keys`` (rows of :meth:`wave_keys`), row for row:
-        those read with the keys, the others from the row groups holding them only. Each
-        window must have ``width`` samples."""
-        out = np.empty((keys.height, width), np.float32)
-        read = keys[IN_MEMORY].to_numpy()
-        if read.any():
-            small = keys.filter(pl.col(IN_MEMORY))
-            self._fill(out, read.nonzero()[0], waveform_inputs(small), width, ehr_file,
-                       Path(small[FILE][0]).name)
-        rest = keys.with_row_index("_out").filter(~pl.col(IN_MEMORY))
-        names, which = np.unique(rest[FILE].to_numpy(), return_inverse=True)
-        order = np.argsort(which, kind="stable")
-        at, rows = rest["_out"].to_numpy()[order], rest[FILE_ROW].to_numpy()[order]
-        bounds = np.cumsum([0, *np.bincount(which, minlength=len(names))])
-        for k, name in enumerate(names):  # by file name, each file's rows in order
-            path, mine = Path(name), slice(bounds[k], bounds[k + 1])
-            self._fill(out, at[mine], self._read_rows(path, rows[mine]), width, ehr_file,
-                       path.name)
-        return out
+        """The samples of the windows ``keys`` (:func:`wave_reader.read_samples`)."""
+        return wave_reader.read_samples(keys, self._groups(), width, ehr_file.name)
 
-    @staticmethod
-    def _fill(out: np.ndarray, at: np.ndarray, values: np.ndarray, width: int, ehr_file: Path,
-              source: str) -> None:
-        if values.shape[1] != width:
-            raise DataError(f"{ehr_file.name}: fused waveform windows of {source} have "
-                            f"{values.shape[1]} samples; the model expects {width} "
-                            f"(window_waveforms params changed since train_multimodal?)")
-        out[at] = values
-
-    def _read_rows(self, path: Path, wanted: np.ndarray) -> np.ndarray:
-        """The samples of rows ``wanted`` of one file, reading only their row groups."""
-        sizes = np.array(self._footer()[path.name][1])
-        group_first = np.cumsum([0, *sizes])
-        group_of = np.searchsorted(group_first, wanted, side="right") - 1
-        groups, position = np.unique(group_of, return_inverse=True)
-        # the wanted rows' numbers in the selected row groups, read back to back
-        local = np.cumsum([0, *sizes[groups][:-1]])[position] + wanted - group_first[group_of]
-        try:
-            table = pq.ParquetFile(path).read_row_groups(
-                groups.tolist(), columns=["values"], use_threads=False)
-        except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{path}: cannot read column 'values' "
-                            f"({str(exc).splitlines()[0]})") from None
-        return waveform_inputs(pl.from_arrow(table.take(local)))
+    def _groups(self) -> dict[str, list[int]]:
+        return {name: groups for name, (_, groups) in self._footer().items()}
 
     def encode(self, path: Path, encoder: latents.Encoder, ref: latents.ModelRef,
                batch_rows: int) -> pl.DataFrame | None:
@@ -254,14 +168,14 @@ class FusedWindows:
         """
         model = encoder.load() if isinstance(encoder, latents.LazyEncoder) else encoder
         width = int(model.model.shape.wave_dim)
-        keys = self.wave_keys(file_stays(path), model.channel, width, path)
+        keys = self.wave_keys(file_stays(path), model.channel, path)
         try:
             ehr_keys = pl.read_parquet(path, columns=["stay_id", "window_start", "window_end"])
         except (OSError, pl.exceptions.PolarsError) as exc:
             raise DataError(f"{path}: cannot read the EHR window keys "
                             f"({str(exc).splitlines()[0]})") from None
         rows, used = pairs.keep_used_waves(pairs.pair_ehr_windows(
-            ehr_keys, pairs.wave_spans(keys, end=pl.col("wave_end"))))
+            ehr_keys, pairs.wave_spans(keys, samples=width)))
         waves = (self.samples(keys[used], width, path) if len(used)
                  else np.zeros((1, width), np.float32))
         parts, offset = [], 0

@@ -41,11 +41,13 @@ def linked(wave: pl.DataFrame | pl.LazyFrame):
     return wave.filter(pl.col("stay_id").is_not_null() & pl.col("window_start").is_not_null())
 
 
-def wave_spans(wave: pl.DataFrame, end: pl.Expr | None = None) -> pl.DataFrame:
-    """Keys of linked waveform windows: ``wave_row`` (row in ``wave``), start and end time.
+def wave_spans(wave: pl.DataFrame, samples: int | None = None) -> pl.DataFrame:
+    """Keys of linked waveform windows: ``wave_row`` (row in ``wave``), start and end time
+    (start + samples / ``fs``).
 
-    ``end``: the windows' end times when known without their samples (export reads the
-    samples of the paired windows only); default start + samples / ``fs``.
+    ``samples``: every window's sample count when ``wave`` holds only the keys (the samples
+    of the paired windows are read afterwards, :mod:`medae.training.wave_reader`); default
+    each window's own ``values`` length.
 
     >>> import datetime as dt
     >>> w = pl.DataFrame({"subject_id": [1], "stay_id": [7], "record_name": ["r"],
@@ -54,12 +56,12 @@ def wave_spans(wave: pl.DataFrame, end: pl.Expr | None = None) -> pl.DataFrame:
     >>> wave_spans(w)["wave_end"].to_list()
     [datetime.datetime(2150, 1, 1, 0, 0, 10)]
     """
-    if end is None:
-        micros = (pl.col("values").list.len() / pl.col("fs") * 1e6).round().cast(pl.Int64)
-        end = pl.col("window_start") + pl.duration(microseconds=micros)
+    count = pl.col("values").list.len() if samples is None else pl.lit(samples)
+    micros = (count / pl.col("fs") * 1e6).round().cast(pl.Int64)
     return linked(wave.with_row_index("wave_row").with_columns(pl.col("wave_row").cast(ROW))
                   ).select("subject_id", "stay_id", "record_name", "start_s", "wave_row",
-                           wave_start=pl.col("window_start"), wave_end=end)
+                           wave_start=pl.col("window_start"),
+                           wave_end=pl.col("window_start") + pl.duration(microseconds=micros))
 
 
 def pair_ehr_windows(ehr: pl.DataFrame, spans: pl.DataFrame) -> pl.DataFrame:

@@ -22,7 +22,7 @@ import polars as pl
 
 from medae.errors import DataError
 from medae.models.config import Shape
-from medae.training import pairs
+from medae.training import pairs, wave_reader
 from medae.training.encode import (
     ehr_inputs,
     ehr_shape,
@@ -152,6 +152,23 @@ def read_channel_windows(folder: Path, channel: str, max_nan_frac: float,
     return df.sort("record_name", "start_s"), files
 
 
+def read_linked_keys(folder: Path, channel: str, max_nan_frac: float
+                     ) -> tuple[pl.DataFrame, dict[str, list[int]], list[Path]]:
+    """The keys of the ``channel`` windows linked to a stay and passing ``max_nan_frac``,
+    sorted by record and time (:func:`medae.training.wave_reader.read_keys`: the samples of
+    the windows used are read afterwards), the files' row groups and the files."""
+    files = parquet_files(folder, "window_waveforms")
+    require_columns(pl.scan_parquet(files), LINKED_WAVE_COLUMNS, str(folder))
+    groups = {p.name: wave_reader.row_groups(p) for p in files}
+    keys = wave_reader.read_keys(
+        files, groups, lambda lf: pairs.linked(lf.filter(pairs.usable(channel, max_nan_frac))),
+        str(folder))
+    if keys.height == 0:
+        raise DataError(f"{folder}: no '{channel}' windows linked to a stay (stay_id and "
+                        f"window_start set) with q_nan_frac <= {max_nan_frac}")
+    return keys, groups, files
+
+
 def load_waveforms(params: Any) -> Prepared:
     cfg = params.train_waveforms
     df, files = read_channel_windows(params.path(cfg.features), cfg.channel, cfg.max_nan_frac)
@@ -172,13 +189,16 @@ def load_waveforms(params: Any) -> Prepared:
 
 
 def multimodal_table(ehr: pl.DataFrame, wave: pl.DataFrame, cfg: Any,
-                     splits_file: Path) -> pl.DataFrame:
+                     splits_file: Path, samples: int | None = None) -> pl.DataFrame:
     """Every model row: ``split``, ``ehr_row`` and ``wave_row`` (null = modality missing).
+
+    ``samples``: the windows' sample count when ``wave`` holds their keys only
+    (:func:`medae.training.pairs.wave_spans`).
 
     EHR rows keep their window's split; wave-only rows get their subject's split (as the EHR
     side does), see :func:`assign_splits`.
     """
-    spans = pairs.wave_spans(wave)
+    spans = pairs.wave_spans(wave, samples)
     paired = pairs.pair_ehr_windows(ehr, spans).with_columns(split=ehr["split"])
     lone = pairs.wave_only_windows(ehr, spans, cfg.wave_only_per_stay)
     lone = assign_splits(lone, splits_file, cfg.tuning_fraction, cfg.held_out_fraction)
@@ -207,16 +227,19 @@ def load_multimodal(params: Any) -> Prepared:
     if ehr.height == 0:
         raise DataError(f"{ehr_folder}: no EHR windows; run `medae run featurize_ehr`")
     n_values = ehr_target_width(ehr, stats, ehr_folder, stats_path)
-    wave, wave_files = read_channel_windows(params.path(cfg.wave_features), cfg.channel,
-                                            cfg.max_nan_frac, LINKED_WAVE_COLUMNS,
-                                            linked_only=True)
+    folder = params.path(cfg.wave_features)
+    wave, groups, wave_files = read_linked_keys(folder, cfg.channel, cfg.max_nan_frac)
+    # every window of a channel has the same length (window_waveforms' window_s x rate);
+    # read_samples checks each used one against it
+    width = wave_reader.read_samples(wave[:1], groups, None, str(folder)).shape[1]
     table, used = pairs.keep_used_waves(multimodal_table(ehr, wave, cfg,
-                                                         params.path(cfg.splits)))
+                                                         params.path(cfg.splits), width))
     if len(used) == 0:
-        raise DataError(f"{params.path(cfg.wave_features)}: no linked '{cfg.channel}' window "
+        raise DataError(f"{folder}: no linked '{cfg.channel}' window "
                         f"lies inside an EHR window or belongs to a stay without EHR windows; "
                         f"nothing to fuse (see docs/models.md, multimodal training)")
-    ehr_rows, wave_rows = ehr_inputs(ehr), waveform_inputs(wave[used])
+    ehr_rows = ehr_inputs(ehr)
+    wave_rows = wave_reader.read_samples(wave[used], groups, width, str(folder))
     split_rows = {s: table.filter(pl.col("split") == s) for s in ("train", "tuning")}
     if cfg.max_rows:
         split_rows["train"] = split_rows["train"].head(cfg.max_rows)

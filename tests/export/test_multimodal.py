@@ -18,7 +18,7 @@ import pytest
 import medae.export.multimodal as multimodal
 from medae.errors import DataError
 from medae.export import latents
-from medae.training import pairs
+from medae.training import pairs, wave_reader
 from medae.training.encode import ehr_inputs, multimodal_inputs, waveform_inputs
 from tests.training.conftest import multimodal_params
 from tests.training.tables import write_ehr, write_linked_waveforms
@@ -260,15 +260,16 @@ def test_samples_are_read_for_the_paired_windows_only_and_match_a_full_read(tmp_
                      group_rows=5, seed=i)
     write_record(tmp_path / "r99.parquet", 99, ["ecg_ii"], n=6, width=10, group_rows=5, seed=9)
     fused = multimodal.FusedWindows(tmp_path, max_nan_frac=0.5)
-    keys = fused.wave_keys({11, 13, 99}, "ecg_ii", 10, tmp_path / "part_0000.parquet")
+    keys = fused.wave_keys({11, 13, 99}, "ecg_ii", tmp_path / "part_0000.parquet")
     full = (pl.read_parquet([tmp_path / f"r{s}.parquet" for s in (11, 13, 99)])
             .filter((pl.col("channel") == "ecg_ii") & (pl.col("q_nan_frac") <= 0.5))
             .sort("record_name", "start_s"))
     assert keys.height == full.height == 2 * (23 - 5) + (6 - 1)
     assert keys.select("record_name", "start_s").equals(full.select("record_name", "start_s"))
-    assert (keys["wave_end"] - keys["window_start"]).dt.total_seconds().unique().to_list() == [10]
+    spans = pairs.wave_spans(keys, samples=10)
+    assert (spans["wave_end"] - spans["wave_start"]).dt.total_seconds().unique().to_list() == [10]
     # 46 windows in r11 and r13: read again for the chosen ones; 6 in r99: read with the keys
-    in_memory = keys.group_by("record_name").agg(pl.col(multimodal.IN_MEMORY).all())
+    in_memory = keys.group_by("record_name").agg(pl.col(wave_reader.IN_MEMORY).all())
     assert dict(in_memory.iter_rows()) == {"r11": False, "r13": False, "r99": True}
     chosen = [0, 3, 4, 17, 18, 35, 37, 40]  # within and across row groups and files
     np.testing.assert_array_equal(fused.samples(keys[chosen], 10, Path("part_0000.parquet")),

@@ -92,6 +92,34 @@ def test_rows_put_each_modality_in_its_slot_with_flags(paired):
         np.testing.assert_array_equal(wave_part, np.broadcast_to(expect_w, wave_part.shape))
 
 
+@needs_section
+def test_stage_rows_equal_a_full_read_whether_samples_come_in_one_pass_or_two(
+        workdir, monkeypatch):
+    """train_multimodal reads the keys, pairs, then the samples of the used windows only
+    (medae.training.wave_reader): its rows equal those built from every linked window read
+    whole, with small files read in one pass (the tiny tables) or all in two."""
+    from medae.training import wave_reader
+    from medae.training.train import load_multimodal
+    from tests.training.conftest import multimodal_params
+
+    params = multimodal_params(workdir)
+    cfg = params.train_multimodal
+    ehr = read_ehr_windows(workdir / "ehr_windows")
+    wave, _ = read_channel_windows(workdir / "linked_waveform_windows", cfg.channel,
+                                   cfg.max_nan_frac, LINKED_WAVE_COLUMNS, linked_only=True)
+    table, used = pairs.keep_used_waves(multimodal_table(ehr, wave, cfg,
+                                                         params.path(cfg.splits)))
+    full = {s: pairs.gather_rows(table.filter(pl.col("split") == s), ehr_inputs(ehr),
+                                 waveform_inputs(wave[used])) for s in ("train", "tuning")}
+    one_pass = load_multimodal(params)
+    monkeypatch.setattr(wave_reader, "ONE_PASS_ROWS", 0)  # every file read again for samples
+    two_pass = load_multimodal(params)
+    for data in (one_pass, two_pass):
+        assert data.counts["rows_both"] == 105 and data.counts["rows_wave_only"] > 0
+        np.testing.assert_array_equal(data.train, full["train"])
+        np.testing.assert_array_equal(data.tuning, full["tuning"])
+
+
 def test_unlinked_waveforms_are_refused_naming_the_folder(tiny_data):
     # tables.waveform_windows: no stay_id, no window_start, so nothing to pair with.
     with pytest.raises(DataError, match=r"waveform_windows: no 'ecg_ii' windows linked to a "
