@@ -56,7 +56,7 @@ def footer(path: Path) -> tuple[set[int], list[int]]:
         stays = _footer_stays(meta)
         if stays is None:
             stays = set(pl.read_parquet(path, columns=["stay_id"])["stay_id"].drop_nulls())
-        return stays, [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        return stays, wave_reader.group_rows(meta)
     except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
         raise DataError(f"{path}: cannot read column 'stay_id' "
                         f"({str(exc).splitlines()[0]})") from None

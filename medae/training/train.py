@@ -229,9 +229,7 @@ def load_multimodal(params: Any) -> Prepared:
     n_values = ehr_target_width(ehr, stats, ehr_folder, stats_path)
     folder = params.path(cfg.wave_features)
     wave, groups, wave_files = read_linked_keys(folder, cfg.channel, cfg.max_nan_frac)
-    # every window of a channel has the same length (window_waveforms' window_s x rate);
-    # read_samples checks each used one against it
-    width = wave_reader.read_samples(wave[:1], groups, None, str(folder)).shape[1]
+    width = wave_reader.sample_count(wave, groups)  # read_samples checks each used one
     table, used = pairs.keep_used_waves(multimodal_table(ehr, wave, cfg,
                                                          params.path(cfg.splits), width))
     if len(used) == 0:

@@ -45,10 +45,14 @@ Groups = Mapping[str, Sequence[int]]
 def row_groups(path: Path) -> list[int]:
     """Rows in each row group of a Parquet file, from its footer."""
     try:
-        meta = pq.ParquetFile(path).metadata
+        return group_rows(pq.ParquetFile(path).metadata)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{path}: cannot read the Parquet footer "
                         f"({str(exc).splitlines()[0]})") from None
+
+
+def group_rows(meta: pq.FileMetaData) -> list[int]:
+    """Rows in each row group, from a file's Parquet metadata."""
     return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
 
 
@@ -84,11 +88,20 @@ def _scan(files: list[Path], groups: Groups, with_values: bool) -> pl.LazyFrame:
                     pl.lit(with_values).alias(IN_MEMORY)))
 
 
-def read_samples(keys: pl.DataFrame, groups: Groups, width: int | None,
-                 where: str) -> np.ndarray:
+def sample_count(keys: pl.DataFrame, groups: Groups) -> int:
+    """The samples of the first window of ``keys`` (rows of :func:`read_keys`): every window
+    of a channel has as many (window_waveforms' ``window_s`` x rate)."""
+    first = keys.row(0, named=True)
+    if first[IN_MEMORY]:
+        return len(first["values"])
+    path = Path(first[FILE])
+    return _read_rows(path, np.array([first[FILE_ROW]]), groups[path.name]).shape[1]
+
+
+def read_samples(keys: pl.DataFrame, groups: Groups, width: int, where: str) -> np.ndarray:
     """The samples of the windows ``keys`` (rows of :func:`read_keys`), row for row: those
     read with the keys, the others from the row groups holding them only. Each window must
-    have ``width`` samples (None: the first window's count, for all)."""
+    have ``width`` samples."""
     parts: list[tuple[np.ndarray, np.ndarray, str]] = []  # (output rows, samples, file)
     read = keys[IN_MEMORY].to_numpy()
     if read.any():
@@ -102,14 +115,11 @@ def read_samples(keys: pl.DataFrame, groups: Groups, width: int | None,
     for k, name in enumerate(names):  # by file name, each file's rows in order
         path, mine = Path(name), slice(bounds[k], bounds[k + 1])
         parts.append((at[mine], _read_rows(path, rows[mine], groups[path.name]), path.name))
-    expects = "the model expects" if width is not None else "the others have"
-    if width is None:
-        width = parts[0][1].shape[1] if parts else 0
     out = np.empty((keys.height, width), np.float32)
     for at_rows, values, source in parts:
         if values.shape[1] != width:
             raise DataError(f"{where}: fused waveform windows of {source} have "
-                            f"{values.shape[1]} samples; {expects} {width} "
+                            f"{values.shape[1]} samples; the model expects {width} "
                             f"(window_waveforms params changed since train_multimodal?)")
         out[at_rows] = values
     return out
