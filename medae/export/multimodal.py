@@ -105,8 +105,9 @@ class FusedWindows:
         self.max_nan_frac = max_nan_frac
         # folder of the caches of digests and footers by file stamp (medae.io.per_file_cached)
         self.cache = cache
-        # wave file name -> (linked stays, rows per row group)
-        self._footers: dict[str, tuple[set[int], list[int]]] | None = None
+        # wave file name -> its linked stays, and the rows in each of its row groups
+        self._stays_of: dict[str, set[int]] | None = None
+        self._groups: dict[str, list[int]] = {}
 
     def _cache_file(self, name: str) -> Path | None:
         return self.cache / name if self.cache is not None else None
@@ -118,19 +119,14 @@ class FusedWindows:
         summaries = per_file_cached(
             files, self._cache_file(latents.FOOTERS),
             lambda todo: [[sorted(stays), groups] for stays, groups in map(footer, todo)])
-        self._footers = {p.name: (set(stays), groups)
-                         for p, (stays, groups) in zip(files, summaries, strict=True)}
-        return {name: stays for name, (stays, _) in self._footers.items()}
-
-    def _footer(self) -> dict[str, tuple[set[int], list[int]]]:
-        if self._footers is None:
-            self.scan_waves()
-        assert self._footers is not None
-        return self._footers
+        self._stays_of = {p.name: set(s) for p, (s, _) in zip(files, summaries, strict=True)}
+        self._groups = {p.name: g for p, (_, g) in zip(files, summaries, strict=True)}
+        return self._stays_of
 
     def related(self, stays: set[int]) -> list[Path]:
         """The waveform files holding windows of ``stays``, sorted by name."""
-        return [self.wave_folder / name for name, (linked, _) in sorted(self._footer().items())
+        stays_of = self._stays_of if self._stays_of is not None else self.scan_waves()
+        return [self.wave_folder / name for name, linked in sorted(stays_of.items())
                 if linked & stays]
 
     def fingerprints(self, ehr_files: Sequence[Path]) -> dict[str, str]:
@@ -148,16 +144,13 @@ class FusedWindows:
         """The eligible waveform windows of ``stays`` (:func:`wave_reader.read_keys`)."""
         stay_ids = pl.Series(sorted(stays), dtype=pl.Int64)
         return wave_reader.read_keys(
-            self.related(stays), self._groups(),
+            self.related(stays), self._groups,
             lambda lf: eligible_windows(lf, channel, self.max_nan_frac, stay_ids),
             f"{self.wave_folder}: waveform windows of the stays in {ehr_file.name}")
 
     def samples(self, keys: pl.DataFrame, width: int, ehr_file: Path) -> np.ndarray:
         """The samples of the windows ``keys`` (:func:`wave_reader.read_samples`)."""
-        return wave_reader.read_samples(keys, self._groups(), width, ehr_file.name)
-
-    def _groups(self) -> dict[str, list[int]]:
-        return {name: groups for name, (_, groups) in self._footer().items()}
+        return wave_reader.read_samples(keys, self._groups, width, ehr_file.name)
 
     def encode(self, path: Path, encoder: latents.Encoder, ref: latents.ModelRef,
                batch_rows: int) -> pl.DataFrame | None:
