@@ -136,19 +136,17 @@ def assign_splits(df: pl.DataFrame, splits_file: Path, tuning: float,
 
 
 def read_channel_windows(folder: Path, channel: str, max_nan_frac: float,
-                         columns: tuple[str, ...] = WAVE_COLUMNS,
-                         linked_only: bool = False) -> tuple[pl.DataFrame, list[Path]]:
-    """The ``channel`` windows passing ``max_nan_frac`` (optionally only those linked to a
-    stay), sorted by record and time, and the files they came from."""
+                         columns: tuple[str, ...] = WAVE_COLUMNS
+                         ) -> tuple[pl.DataFrame, list[Path]]:
+    """The ``channel`` windows passing ``max_nan_frac``, sorted by record and time, and the
+    files they came from (``train_multimodal`` reads only the keys first:
+    :func:`read_linked_keys`)."""
     files = parquet_files(folder, "window_waveforms")
     lf = pl.scan_parquet(files)
     require_columns(lf, columns, str(folder))
-    lf = lf.filter(pairs.usable(channel, max_nan_frac))
-    df = (pairs.linked(lf) if linked_only else lf).select(*columns).collect()
+    df = lf.filter(pairs.usable(channel, max_nan_frac)).select(*columns).collect()
     if df.height == 0:
-        which = "linked to a stay (stay_id and window_start set) " if linked_only else ""
-        raise DataError(f"{folder}: no '{channel}' windows {which}with q_nan_frac <= "
-                        f"{max_nan_frac}")
+        raise DataError(f"{folder}: no '{channel}' windows with q_nan_frac <= {max_nan_frac}")
     return df.sort("record_name", "start_s"), files
 
 

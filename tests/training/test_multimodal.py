@@ -19,6 +19,7 @@ from medae.training.train import (
     multimodal_table,
     read_channel_windows,
     read_ehr_windows,
+    read_linked_keys,
 )
 from tests.training.tables import WAVE_ONLY_STAYS
 
@@ -32,8 +33,8 @@ EHR_WIDTH, WAVE_WIDTH = 6 * 4 * 2 + 2, 128  # tables.ehr_windows: 6 bins x 4 var
 def paired(tiny_data):
     """The tiny tables as the stage reads them, and their multimodal rows (4 wave-only/stay)."""
     ehr = read_ehr_windows(tiny_data / "ehr_windows")
-    wave, _ = read_channel_windows(tiny_data / "linked_waveform_windows", "ecg_ii", 0.1,
-                                   LINKED_WAVE_COLUMNS, linked_only=True)
+    wave = pairs.linked(read_channel_windows(tiny_data / "linked_waveform_windows", "ecg_ii",
+                                             0.1, LINKED_WAVE_COLUMNS)[0])
     table = multimodal_table(ehr, wave, TrainMultimodal(wave_only_per_stay=4),
                              tiny_data / "no_splits.parquet")
     return ehr, wave, table
@@ -105,8 +106,8 @@ def test_stage_rows_equal_a_full_read_whether_samples_come_in_one_pass_or_two(
     params = multimodal_params(workdir)
     cfg = params.train_multimodal
     ehr = read_ehr_windows(workdir / "ehr_windows")
-    wave, _ = read_channel_windows(workdir / "linked_waveform_windows", cfg.channel,
-                                   cfg.max_nan_frac, LINKED_WAVE_COLUMNS, linked_only=True)
+    wave = pairs.linked(read_channel_windows(workdir / "linked_waveform_windows", cfg.channel,
+                                             cfg.max_nan_frac, LINKED_WAVE_COLUMNS)[0])
     table, used = pairs.keep_used_waves(multimodal_table(ehr, wave, cfg,
                                                          params.path(cfg.splits)))
     full = {s: pairs.gather_rows(table.filter(pl.col("split") == s), ehr_inputs(ehr),
@@ -124,8 +125,7 @@ def test_unlinked_waveforms_are_refused_naming_the_folder(tiny_data):
     # tables.waveform_windows: no stay_id, no window_start, so nothing to pair with.
     with pytest.raises(DataError, match=r"waveform_windows: no 'ecg_ii' windows linked to a "
                                         r"stay \(stay_id and window_start set\)"):
-        read_channel_windows(tiny_data / "waveform_windows", "ecg_ii", 0.1,
-                             LINKED_WAVE_COLUMNS, linked_only=True)
+        read_linked_keys(tiny_data / "waveform_windows", "ecg_ii", 0.1)
 
 
 @needs_section
