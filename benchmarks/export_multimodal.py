@@ -5,23 +5,27 @@ Both sides run ``export_modality`` end to end on the same EHR window files (the
 (untrained, eval mode, behind the production ``Encoder``):
 
 - EHR:        ``medae-ehr`` rows ``[values | mask | static]``;
-- multimodal: the same windows fused with their paired ``ecg_ii`` window
-  (medae.export.multimodal: fingerprint the waveform files of each part's stays, read the
-  part's eligible waveform windows, pair them by medae.training.pairs, encode the wider rows).
+- multimodal: the same windows fused with their paired ``ecg_ii`` window (medae.export.multimodal:
+  each EHR window file streamed beside its paired file, encode the wider rows).
+
+The pairs are built first by stage pair_windows' own code (medae.training.pair_windows: read the
+eligible waveform windows of each part's stays, pair them by medae.training.pairs, read the
+samples of the paired ones), timed on its own: once with nothing cached (a first refresh), then
+``--repeats`` times re-pairing every part with the record footers and digests cached.
 
 Waveform windows: one file per stay (a record), ``--waves-per-stay`` 10 s windows at 125 Hz,
 6 h apart from 5 min after the stay's first window (the generator's EHR windows start every
 6 h, 4 per stay), so 2 per stay fuse half the EHR windows: many tiny files, the worst case for
 per-file costs. ``--record-minutes M`` instead gives each stay a contiguous record of M
 minutes written in window_waveforms' layout (the real shape: far more windows than pair).
-Each run encodes every part, reusing what the previous run cached of the unchanged inputs
-(digests, record footers) unless ``--cold``. Prints the
-medians of ``--repeats`` runs: rows/s of both exports, the multimodal model's bare forward
-pass on the same rows (the batches export fed it, replayed on torch's default threads), and
-the ratios.
+Each export run encodes every part, reusing the digests the previous run cached of the
+unchanged inputs unless ``--cold``. Prints the medians of ``--repeats`` runs: rows/s of the
+pairing and of both exports, the multimodal model's bare forward pass on the same rows (the
+batches export fed it, replayed on torch's default threads), and the ratios.
 
     .venv/bin/python benchmarks/export_multimodal.py [--windows 40000] [--files 8] [--repeats 3]
     .venv/bin/python benchmarks/export_multimodal.py --windows 4000 --record-minutes 30 [--cold]
+    .venv/bin/python benchmarks/export_multimodal.py ... --device cuda
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def make_waves(ehr_folder: Path, folder: Path, per_stay: int, record_minutes: fl
     return written
 
 
-def multimodal_encoder(params, bins: int, variables: int):
+def multimodal_encoder(params, bins: int, variables: int, device: str):
     import torch
 
     from medae.models.build import build_model
@@ -98,8 +102,8 @@ def multimodal_encoder(params, bins: int, variables: int):
     torch.manual_seed(0)
     shape = multimodal_shape(2 * bins * variables + 2, bins * variables, bins,
                              int(FS * SECONDS), params.train_multimodal.channel)
-    model = build_model(params.train_multimodal.model, shape).eval()
-    return Encoder(model=model, device="cpu", batch_size=params.export_latents.batch_rows)
+    model = build_model(params.train_multimodal.model, shape).to(device).eval()
+    return Encoder(model=model, device=device, batch_size=params.export_latents.batch_rows)
 
 
 class Recording:
@@ -125,6 +129,7 @@ def main() -> None:
     from medae.config import load_params
     from medae.export.latents import Modality
     from medae.export.multimodal import FusedWindows
+    from medae.training import pair_windows
     from medae.training.encode import ehr_inputs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -139,7 +144,12 @@ def main() -> None:
     parser.add_argument("--record-minutes", type=float, default=0,
                         help="instead: a contiguous record of this many minutes per stay "
                              "(10 s windows, window_waveforms' file layout)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu | cuda | auto (export's own choice: CUDA, then MPS, then CPU)")
     args = parser.parse_args()
+    from medae.training.encode import best_device
+
+    device = best_device() if args.device == "auto" else args.device
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml", [])
     bins, variables = 24, 14
     batch_rows = params.export_latents.batch_rows
@@ -151,17 +161,32 @@ def main() -> None:
                      params.featurize_ehr.compression)
         waves = make_waves(root / "ehr", root / "waves", args.waves_per_stay,
                            args.record_minutes)
+        cfg = params.train_multimodal
+
+        def pair() -> float:
+            """Stage pair_windows on every part (its fingerprints forgotten): seconds."""
+            (root / "paired" / pair_windows.FINGERPRINTS).unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            index = pair_windows.WaveIndex(root / "waves", cfg.channel, cfg.max_nan_frac,
+                                           root / "pair_cache")
+            pair_windows.pair_all(root / "ehr", index, root / "paired",
+                                  root / "wave_only.parquet", cfg.wave_only_per_stay,
+                                  params.executor)
+            return time.perf_counter() - t0
+
+        first_pairing = pair()
         ehr = Modality("ehr", root / "ehr", "featurize_ehr", ehr_inputs)
-        fused = FusedWindows(root / "waves", params.train_multimodal.max_nan_frac,
-                             export_cache(root / "out" / "multimodal"))
+        fused = FusedWindows(root / "paired", export_cache(root / "out" / "multimodal"))
         multi = Modality("multimodal", root / "ehr", "train_multimodal", ehr_inputs,
                          extra_fingerprints=fused.fingerprints, encode=fused.encode)
-        encoders = {"ehr": build_encoder(params, bins, variables, "cpu"),
-                    "multimodal": multimodal_encoder(params, bins, variables)}
+        encoders = {"ehr": build_encoder(params, bins, variables, device),
+                    "multimodal": multimodal_encoder(params, bins, variables, device)}
         recording = Recording(encoders["multimodal"])
         timed_export(multi, recording, root / "out" / "multimodal", batch_rows)
-        times: dict[str, list[float]] = {"ehr": [], "multimodal": [], "forward": []}
+        times: dict[str, list[float]] = {"ehr": [], "multimodal": [], "forward": [],
+                                         "pairing": []}
         for r in range(args.repeats):
+            times["pairing"].append(pair())
             for modality in (ehr, multi):
                 rows, seconds = timed_export(modality, encoders[modality.name],
                                              root / "out" / modality.name, batch_rows,
@@ -173,7 +198,11 @@ def main() -> None:
         fused_rows = pl.scan_parquet(f"{root / 'out' / 'multimodal'}/").select(
             pl.col("has_waveform").sum()).collect().item()
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{args.windows} EHR windows ({fused_rows} fused with one of {waves} ecg_ii windows)")
+    print(f"{args.windows} EHR windows ({fused_rows} fused with one of {waves} ecg_ii windows), "
+          f"device {device}")
+    print(f"PAIRING (stage pair_windows) first {args.windows / first_pairing:,.0f} rows/s "
+          f"(nothing cached), again {args.windows / med['pairing']:,.0f} rows/s (footers and "
+          f"digests cached)")
     print(f"SUMMARY median EHR {args.windows / med['ehr']:,.0f} rows/s, multimodal "
           f"{args.windows / med['multimodal']:,.0f} rows/s = {med['ehr'] / med['multimodal']:.2f}x "
           f"the EHR export's rate; bare multimodal forward {args.windows / med['forward']:,.0f} "

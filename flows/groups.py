@@ -24,7 +24,7 @@ EVALUATE = "evaluate"  # the stage refresh.evaluate applies to
 GROUPS: dict[str, tuple[str, ...]] = {
     "ehr": ("ingest_ehr", "clean_ehr", "featurize_ehr"),
     "waveforms": ("catalog_waveforms", "window_waveforms"),
-    "train": ("train_ehr", "train_waveforms", "train_multimodal", "evaluate"),
+    "train": ("train_ehr", "train_waveforms", "pair_windows", "train_multimodal", "evaluate"),
     "export": ("export_latents",),
 }
 

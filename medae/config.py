@@ -24,7 +24,13 @@ from medae.config_base import Section
 from medae.ehr.config import CleanEhr, EhrSource, FeaturizeEhr, IngestEhr
 from medae.errors import ConfigError
 from medae.export.config import DvcConfig, ExportLatents, Refresh
-from medae.training.config import Evaluate, TrainEhr, TrainMultimodal, TrainWaveforms
+from medae.training.config import (
+    Evaluate,
+    PairWindows,
+    TrainEhr,
+    TrainMultimodal,
+    TrainWaveforms,
+)
 from medae.waveforms.config import CatalogWaveforms, WaveformSource, WindowWaveforms
 
 DEFAULT_PARAMS = "params.yaml"
@@ -64,6 +70,7 @@ class Params(Section):
     window_waveforms: WindowWaveforms = WindowWaveforms()
     train_ehr: TrainEhr = TrainEhr()
     train_waveforms: TrainWaveforms = TrainWaveforms()
+    pair_windows: PairWindows = PairWindows()
     train_multimodal: TrainMultimodal = TrainMultimodal()
     evaluate: Evaluate = Evaluate()
     export_latents: ExportLatents = ExportLatents()

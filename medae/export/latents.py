@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError
 from medae.executor import usable_cores
-from medae.io import atomic_dir, file_digest, per_file_cached, read_state, write_json_atomic
+from medae.io import atomic_dir, file_digests, read_state, write_json_atomic
 from medae.privacy.protection import Protection
 from medae.training.encode import EHR_PARTS
 
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 FINGERPRINTS = "_fingerprints.json"
 DIGESTS = "_digests.json"  # input files' digests by size, mtime, ctime, inode (file_digests)
-FOOTERS = "_footers.json"  # waveform files' stays and row groups, likewise (multimodal)
 MANIFEST = "_manifest.json"
 EHR_KEYS = ("subject_id", "hadm_id", "stay_id", "window_start", "window_end")
 WAVEFORM_KEYS = ("subject_id", "stay_id", "record_name", "channel", "window_start", "window_end",
@@ -303,26 +302,6 @@ def encode_files(paths: Sequence[Path], encode_one: Callable[[Path], object],
         futures = [pool.submit(unless_failed, path) for path in paths]
         for future in futures:  # in input order: the first failing file is reported
             future.result()
-
-
-def file_digests(paths: Sequence[Path], cache: Path | None = None) -> list[str]:
-    """``file_digest`` of every path, one thread per core (hashlib releases the GIL).
-
-    ``cache``: a JSON file of earlier digests reused while their file is unchanged
-    (:func:`medae.io.per_file_cached`): a re-export after a new champion hashes only the
-    window files written since.
-
-    >>> import tempfile
-    >>> d = Path(tempfile.mkdtemp()); (d / "a").write_bytes(b"x")
-    1
-    >>> file_digests([d / "a"], d / "_digests.json") == file_digests([d / "a"])
-    True
-    """
-    def digest_all(todo: list[Path]) -> list[str]:
-        with ThreadPoolExecutor(plan_workers(len(todo))[0]) as pool:
-            return list(pool.map(file_digest, todo))
-
-    return per_file_cached(paths, cache, digest_all)
 
 
 def _reuse_part(name: str, out_dir: Path, staging: Path, unchanged: bool) -> bool:

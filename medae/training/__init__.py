@@ -5,6 +5,7 @@
 STAGES: dict[str, str] = {
     "train_ehr": "medae.training.train:run_ehr",
     "train_waveforms": "medae.training.train:run_waveforms",
-    "train_multimodal": "medae.training.train:run_multimodal",
+    "pair_windows": "medae.training.pair_windows:run",
+    "train_multimodal": "medae.training.train_multimodal:run",
     "evaluate": "medae.training.evaluate:run",
 }

@@ -92,6 +92,21 @@ class TrainMultimodal(_Train):
     optim: Optim = Optim(epochs=10, patience=3)
 
 
+class PairWindows(Section):
+    """``pair_windows``: the multimodal rows, each EHR window of ``train_multimodal.ehr_features``
+    with the waveform window paired with it (:mod:`medae.training.pair_windows`).
+
+    ``out``: one paired file per EHR window file, row for row; ``wave_only``: the rows of
+    stays with waveforms but no EHR window; ``cache``: digests and record footers kept by file
+    stamp so a refresh reads only the files changed since (not versioned, names records).
+    Which windows pair: ``train_multimodal.channel``, ``max_nan_frac``, ``wave_only_per_stay``.
+    """
+
+    out: str = "data/features/paired_windows"
+    wave_only: str = "data/features/wave_only_windows.parquet"
+    cache: str = "data/cache/pair_windows"
+
+
 class Evaluate(Section):
     """``evaluate``: imputation, mortality probe (EHR) and MIT-BIH beat compression."""
 

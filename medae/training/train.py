@@ -1,10 +1,9 @@
-"""Stages ``train_ehr``, ``train_waveforms`` and ``train_multimodal``: windows -> fitted model
-in the MLflow registry.
+"""Stages ``train_ehr`` and ``train_waveforms`` (and what ``train_multimodal`` shares with
+them, :mod:`medae.training.train_multimodal`): windows -> fitted model in the MLflow registry.
 
 Each stage: load the train and tuning rows (the same input builders export uses), fit the
 normalisation on train, train with :func:`medae.training.loop.fit`, log everything to MLflow,
 register ``medae-<modality>``, move ``champion`` only on improvement, write the pointer file.
-The multimodal rows pair EHR and waveform windows by :mod:`medae.training.pairs`.
 """
 
 from __future__ import annotations
@@ -22,11 +21,10 @@ import polars as pl
 
 from medae.errors import DataError
 from medae.models.config import Shape
-from medae.training import pairs, wave_reader
+from medae.training import pairs
 from medae.training.encode import (
     ehr_inputs,
     ehr_shape,
-    multimodal_shape,
     waveform_inputs,
     waveform_shape,
 )
@@ -35,7 +33,6 @@ log = logging.getLogger(__name__)
 
 EHR_COLUMNS = ("subject_id", "stay_id", "window_start", "split", "values", "mask", "static")
 WAVE_COLUMNS = ("subject_id", "record_name", "channel", "start_s", "values", "q_nan_frac")
-LINKED_WAVE_COLUMNS = (*WAVE_COLUMNS, "stay_id", "window_start", "fs")  # pairing needs the time
 
 
 @dataclass
@@ -139,8 +136,7 @@ def read_channel_windows(folder: Path, channel: str, max_nan_frac: float,
                          columns: tuple[str, ...] = WAVE_COLUMNS
                          ) -> tuple[pl.DataFrame, list[Path]]:
     """The ``channel`` windows passing ``max_nan_frac``, sorted by record and time, and the
-    files they came from (``train_multimodal`` reads only the keys first:
-    :func:`read_linked_keys`)."""
+    files they came from."""
     files = parquet_files(folder, "window_waveforms")
     lf = pl.scan_parquet(files)
     require_columns(lf, columns, str(folder))
@@ -148,23 +144,6 @@ def read_channel_windows(folder: Path, channel: str, max_nan_frac: float,
     if df.height == 0:
         raise DataError(f"{folder}: no '{channel}' windows with q_nan_frac <= {max_nan_frac}")
     return df.sort("record_name", "start_s"), files
-
-
-def read_linked_keys(folder: Path, channel: str, max_nan_frac: float
-                     ) -> tuple[pl.DataFrame, dict[str, list[int]], list[Path]]:
-    """The keys of the ``channel`` windows linked to a stay and passing ``max_nan_frac``,
-    sorted by record and time (:func:`medae.training.wave_reader.read_keys`: the samples of
-    the windows used are read afterwards), the files' row groups and the files."""
-    files = parquet_files(folder, "window_waveforms")
-    require_columns(pl.scan_parquet(files), LINKED_WAVE_COLUMNS, str(folder))
-    groups = {p.name: wave_reader.row_groups(p) for p in files}
-    keys = wave_reader.read_keys(
-        files, groups, lambda lf: pairs.linked(lf.filter(pairs.usable(channel, max_nan_frac))),
-        str(folder))
-    if keys.height == 0:
-        raise DataError(f"{folder}: no '{channel}' windows linked to a stay (stay_id and "
-                        f"window_start set) with q_nan_frac <= {max_nan_frac}")
-    return keys, groups, files
 
 
 def load_waveforms(params: Any) -> Prepared:
@@ -184,75 +163,6 @@ def load_waveforms(params: Any) -> Prepared:
     return Prepared(train, tuning, waveform_shape(train.shape[1], cfg.channel),
                     data_version(files), stats, shift, scale,
                     counts={"train_rows": len(train), "tuning_rows": len(tuning)})
-
-
-def multimodal_table(ehr: pl.DataFrame, wave: pl.DataFrame, cfg: Any,
-                     splits_file: Path, samples: int | None = None) -> pl.DataFrame:
-    """Every model row: ``split``, ``ehr_row`` and ``wave_row`` (null = modality missing).
-
-    ``samples``: the windows' sample count when ``wave`` holds their keys only
-    (:func:`medae.training.pairs.wave_spans`).
-
-    EHR rows keep their window's split; wave-only rows get their subject's split (as the EHR
-    side does), see :func:`assign_splits`.
-    """
-    spans = pairs.wave_spans(wave, samples)
-    paired = pairs.pair_ehr_windows(ehr, spans).with_columns(split=ehr["split"])
-    lone = pairs.wave_only_windows(ehr, spans, cfg.wave_only_per_stay)
-    lone = assign_splits(lone, splits_file, cfg.tuning_fraction, cfg.held_out_fraction)
-    return pl.concat([paired.select("split", "ehr_row", "wave_row"),
-                      lone.select("split", pl.lit(None, pairs.ROW).alias("ehr_row"),
-                                  "wave_row")])
-
-
-def wave_normalisation(wave: np.ndarray, shape: Shape) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Per-column shift and scale of multimodal rows: identity on the EHR part (already
-    z-scored by featurize_ehr) and the flags, the train waveform mean and std on the wave part.
-    """
-    shift, scale = np.zeros(shape.input_dim, np.float32), np.ones(shape.input_dim, np.float32)
-    mean, std = (float(np.nanmean(wave)), float(np.nanstd(wave))) if len(wave) else (0.0, 1.0)
-    part = slice(shape.input_dim - shape.wave_dim - 2, shape.input_dim - 2)
-    shift[part], scale[part] = mean, std
-    return shift, scale, {"wave_mean": mean, "wave_std": std}
-
-
-def load_multimodal(params: Any) -> Prepared:
-    cfg = params.train_multimodal
-    ehr_folder, stats_path = params.path(cfg.ehr_features), params.path(cfg.ehr_stats)
-    stats = read_ehr_stats(stats_path)
-    ehr = read_ehr_windows(ehr_folder)
-    require_columns(ehr, ("window_end",), str(ehr_folder))  # pairing needs the window's span
-    if ehr.height == 0:
-        raise DataError(f"{ehr_folder}: no EHR windows; run `medae run featurize_ehr`")
-    n_values = ehr_target_width(ehr, stats, ehr_folder, stats_path)
-    folder = params.path(cfg.wave_features)
-    wave, groups, wave_files = read_linked_keys(folder, cfg.channel, cfg.max_nan_frac)
-    width = wave_reader.sample_count(wave, groups)  # read_samples checks each used one
-    table, used = pairs.keep_used_waves(multimodal_table(ehr, wave, cfg,
-                                                         params.path(cfg.splits), width))
-    if len(used) == 0:
-        raise DataError(f"{folder}: no linked '{cfg.channel}' window "
-                        f"lies inside an EHR window or belongs to a stay without EHR windows; "
-                        f"nothing to fuse (see docs/models.md, multimodal training)")
-    ehr_rows = ehr_inputs(ehr)
-    wave_rows = wave_reader.read_samples(wave[used], groups, width, str(folder))
-    split_rows = {s: table.filter(pl.col("split") == s) for s in ("train", "tuning")}
-    if cfg.max_rows:
-        split_rows["train"] = split_rows["train"].head(cfg.max_rows)
-    shape = multimodal_shape(ehr_rows.shape[1], n_values, int(stats["n_bins"]),
-                             wave_rows.shape[1], cfg.channel)
-    train_wave = split_rows["train"]["wave_row"].drop_nulls().to_numpy()
-    shift, scale, wave_stats = wave_normalisation(wave_rows[train_wave], shape)
-    counts = pairs.pairing_counts(table)
-    log.info("multimodal rows: %d with both modalities, %d EHR only, %d waveform only",
-             counts["rows_both"], counts["rows_ehr_only"], counts["rows_wave_only"])
-    counts |= {f"{s}_rows": rows.height for s, rows in split_rows.items()}
-    files = parquet_files(ehr_folder, "featurize_ehr") + [stats_path] + wave_files
-    return Prepared(pairs.gather_rows(split_rows["train"], ehr_rows, wave_rows),
-                    pairs.gather_rows(split_rows["tuning"], ehr_rows, wave_rows), shape,
-                    data_version(files), {"channel": cfg.channel, "fitted_on": "train",
-                                          **wave_stats, **counts},
-                    shift, scale, counts)
 
 
 def train_and_register(params: Any, modality: str, section: str, data: Prepared):
@@ -344,8 +254,3 @@ def run_ehr(params: Any) -> dict[str, Any]:
 def run_waveforms(params: Any) -> dict[str, Any]:
     """Stage ``train_waveforms``."""
     return train_and_register(params, "waveforms", "train_waveforms", load_waveforms(params))
-
-
-def run_multimodal(params: Any) -> dict[str, Any]:
-    """Stage ``train_multimodal``."""
-    return train_and_register(params, "multimodal", "train_multimodal", load_multimodal(params))

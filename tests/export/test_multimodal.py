@@ -4,7 +4,6 @@ trained and registered in a SQLite MLflow store, loaded by ``load_encoder``."""
 
 from __future__ import annotations
 
-import doctest
 import json
 import os
 import shutil
@@ -12,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
 
 import medae.export.multimodal as multimodal
 from medae.errors import DataError
 from medae.export import latents
-from medae.training import pairs, wave_reader
+from medae.training import pair_windows, pairs
 from medae.training.encode import ehr_inputs, multimodal_inputs, waveform_inputs
 from tests.training.conftest import multimodal_params
 from tests.training.tables import write_ehr, write_linked_waveforms
@@ -54,11 +52,11 @@ def own_mlflow_uris():
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, mlflow_template: Path) -> Path:
-    """EHR windows in two parts (stays split by parity), one waveform file per stay, and a
-    ``medae-multimodal`` champion trained on them."""
+    """EHR windows in two parts (stays split by parity), one waveform file per stay, their
+    pairs (stage pair_windows) and a ``medae-multimodal`` champion trained on them."""
     import torch
 
-    from medae.training.train import run_multimodal
+    from medae.training.train_multimodal import run as run_multimodal
 
     root = tmp_path_factory.mktemp("multimodal_export")
     shutil.copy(mlflow_template, root / "mlflow.db")  # a migrated empty store: ms, not 4 s
@@ -71,6 +69,7 @@ def project(tmp_path_factory, mlflow_template: Path) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny model: no intra-op sync on a shared machine
     try:
+        pair_windows.run(export_params(root))
         run_multimodal(export_params(root))
     finally:
         torch.set_num_threads(threads)
@@ -171,9 +170,11 @@ def test_a_changed_record_re_encodes_only_the_part_holding_its_stay(project, exp
     try:
         pl.read_parquet(record).with_columns(pl.col("values").list.eval(pl.element() * 2)
                                              ).write_parquet(record)
+        assert pair_windows.run(params)["paired"] == ["part_0001.parquet"]
         third = latents.run(params)["modalities"]["multimodal"]
     finally:
         record.write_bytes(original)
+        pair_windows.run(params)  # the other tests' pairs again
     assert (third["files_encoded"], third["files_reused"]) == (1, 1)
     after = {p.name: p.read_bytes() for p in (out / "multimodal").iterdir()}
     assert after["part_0000.parquet"] == before["part_0000.parquet"]
@@ -182,15 +183,19 @@ def test_a_changed_record_re_encodes_only_the_part_holding_its_stay(project, exp
 
 def test_what_export_read_of_its_inputs_is_cached_outside_the_published_folder(project,
                                                                                 exported):
-    """The digests and record footers name records and stays: they stay out of
-    ``export_latents.out``, which consumers read (pseudonymised or not)."""
+    """The digests name the input files: they stay out of ``export_latents.out``, which
+    consumers read (pseudonymised or not); the record footers are pair_windows' own."""
     params = export_params(project)
     out, cache = (params.path(params.export_latents.out),
                   params.path(params.export_latents.cache))
     assert sorted(p.name for p in out.glob("_*.json")) == ["_fingerprints.json",
                                                           "_manifest.json"]
-    assert sorted(p.name for p in cache.iterdir()) == [latents.DIGESTS, latents.FOOTERS]
-    footers = json.loads((cache / latents.FOOTERS).read_text())
+    assert sorted(p.name for p in cache.iterdir()) == [latents.DIGESTS]
+    digested = json.loads((cache / latents.DIGESTS).read_text())
+    paired = sorted(params.path(params.pair_windows.out).glob("*.parquet"))
+    assert set(map(str, paired)) <= set(digested)
+    footers = json.loads((params.path(params.pair_windows.cache) / pair_windows.FOOTERS
+                          ).read_text())
     waves = sorted((project / "linked_waveform_windows").glob("*.parquet"))
     assert sorted(footers) == [str(p) for p in waves]
 
@@ -208,98 +213,37 @@ def test_no_pointer_means_no_multimodal_export(project, tmp_path):
     assert not (tmp_path / "latents" / "multimodal").exists()
 
 
-def test_stays_of_a_file_come_from_the_footer_or_else_the_column(tmp_path):
-    one = tmp_path / "one_stay.parquet"
-    pl.DataFrame({"stay_id": [7, 7, None]}).write_parquet(one, row_group_size=2)
-    mixed = tmp_path / "mixed.parquet"  # min != max: the column is read
-    pl.DataFrame({"stay_id": [1, None, 3]}).write_parquet(mixed)
-    unlinked = tmp_path / "unlinked.parquet"
-    pl.DataFrame({"stay_id": [None]}, schema={"stay_id": pl.Int64}).write_parquet(unlinked)
-    assert multimodal._footer_stays(pq.ParquetFile(one).metadata) == {7}
-    assert multimodal._footer_stays(pq.ParquetFile(mixed).metadata) is None
-    assert [multimodal.file_stays(p) for p in (one, mixed, unlinked)] == [{7}, {1, 3}, set()]
-    pl.DataFrame({"x": [1]}).write_parquet(tmp_path / "keyless.parquet")
-    with pytest.raises(DataError, match=r"keyless.parquet: cannot read column 'stay_id' "
-                                        r"\(unable to find column \"stay_id\"[^\n]*\)$"):
-        multimodal.file_stays(tmp_path / "keyless.parquet")
+def test_a_missing_or_stale_paired_file_is_refused_naming_it(project, exported, tmp_path):
+    params = export_params(project, out=tmp_path / "latents")
+    paired = params.path(params.pair_windows.out) / "part_0001.parquet"
+    moved = tmp_path / "moved.parquet"
+    shutil.move(paired, moved)
+    try:
+        with pytest.raises(DataError, match=r"paired_windows/part_0001.parquet: no paired "
+                                            r"windows for .*ehr_windows/part_0001.parquet; "
+                                            r"run `medae run pair_windows`"):
+            latents.run(params)
+        # the pairs of another part: not these EHR windows, row for row
+        shutil.copy(paired.with_name("part_0000.parquet"), paired)
+        with pytest.raises(DataError, match=r"paired_windows/part_0001.parquet \(for "
+                                            r"part_0001.parquet\): paired windows do not match "
+                                            r"the EHR windows row for row"):
+            latents.run(params)
+    finally:
+        shutil.move(moved, paired)
 
 
-def write_record(path: Path, stay: int, channels: list[str], n: int, width: int,
-                 group_rows: int, seed: int) -> None:
-    """A waveform windows file like window_waveforms writes: row groups of ``group_rows``
-    windows per channel, every 4th window too gappy to use."""
-    import datetime as dt
+def test_pairs_on_another_channel_are_refused(project, exported, tmp_path):
+    from medae.training import paired_files
 
-    rng = np.random.default_rng(seed)
-    frames = []
-    for lo in range(0, n, group_rows):
-        for channel in channels:
-            k = min(group_rows, n - lo)
-            start_s = 10.0 * np.arange(lo, lo + k)
-            frames.append(pl.DataFrame({
-                "subject_id": [stay // 10] * k, "record_name": [f"r{stay}"] * k,
-                "channel": [channel] * k,
-                "window_start": [dt.datetime(2150, 1, 1) + dt.timedelta(seconds=s)
-                                 for s in start_s],
-                "start_s": start_s, "fs": [1.0] * k, "stay_id": [stay] * k,
-                "values": rng.normal(size=(k, width)).astype(np.float32),
-                "q_nan_frac": np.where(np.arange(lo, lo + k) % 4 == 3, 0.9, 0.0
-                                       ).astype(np.float32),
-            }).with_columns(pl.col("values").arr.to_list()))
-    with pq.ParquetWriter(path, frames[0].to_arrow().schema) as writer:
-        for frame in frames:
-            writer.write_table(frame.to_arrow())  # one row group per frame
-
-
-def test_samples_are_read_for_the_paired_windows_only_and_match_a_full_read(tmp_path):
-    """Keys first, then the samples of chosen windows from their row groups (a small file's
-    are read with its keys): the same windows and samples as reading every eligible window
-    whole, across files, channels and row groups."""
-    for i, stay in enumerate((11, 12, 13)):
-        write_record(tmp_path / f"r{stay}.parquet", stay, ["ecg_ii", "ppg"], n=23, width=10,
-                     group_rows=5, seed=i)
-    write_record(tmp_path / "r99.parquet", 99, ["ecg_ii"], n=6, width=10, group_rows=5, seed=9)
-    fused = multimodal.FusedWindows(tmp_path, max_nan_frac=0.5)
-    keys = fused.wave_keys({11, 13, 99}, "ecg_ii", tmp_path / "part_0000.parquet")
-    full = (pl.read_parquet([tmp_path / f"r{s}.parquet" for s in (11, 13, 99)])
-            .filter((pl.col("channel") == "ecg_ii") & (pl.col("q_nan_frac") <= 0.5))
-            .sort("record_name", "start_s"))
-    assert keys.height == full.height == 2 * (23 - 5) + (6 - 1)
-    assert keys.select("record_name", "start_s").equals(full.select("record_name", "start_s"))
-    spans = pairs.wave_spans(keys, samples=10)
-    assert (spans["wave_end"] - spans["wave_start"]).dt.total_seconds().unique().to_list() == [10]
-    # 46 windows in r11 and r13: read again for the chosen ones; 6 in r99: read with the keys
-    in_memory = keys.group_by("record_name").agg(pl.col(wave_reader.IN_MEMORY).all())
-    assert dict(in_memory.iter_rows()) == {"r11": False, "r13": False, "r99": True}
-    chosen = [0, 3, 4, 17, 18, 35, 37, 40]  # within and across row groups and files
-    np.testing.assert_array_equal(fused.samples(keys[chosen], 10, Path("part_0000.parquet")),
-                                  waveform_inputs(full[chosen]))
-    for row, name in ((0, "r11"), (40, "r99")):
-        with pytest.raises(DataError, match=rf"part_0000.parquet: fused waveform windows of "
-                                            rf"{name}.parquet have 10 samples; the model "
-                                            rf"expects 12"):
-            fused.samples(keys[[row]], 12, Path("part_0000.parquet"))
-
-
-def test_record_footers_are_read_again_only_for_changed_files(tmp_path):
-    waves = tmp_path / "waves"
-    waves.mkdir()
-    for stay in (11, 12):
-        write_record(waves / f"r{stay}.parquet", stay, ["ecg_ii"], n=7, width=4, group_rows=5,
-                     seed=stay)
-    cache = tmp_path / "latents"
-    cache.mkdir()
-    assert multimodal.FusedWindows(waves, 0.5, cache).scan_waves() == {
-        "r11.parquet": {11}, "r12.parquet": {12}}
-    footers = json.loads((cache / latents.FOOTERS).read_text())
-    assert footers[str(waves / "r11.parquet")][1] == [[11], [5, 2]]  # stays, rows per group
-    footers[str(waves / "r11.parquet")][1][0] = [99]  # reuse shows as the cached value
-    (cache / latents.FOOTERS).write_text(json.dumps(footers))
-    write_record(waves / "r12.parquet", 13, ["ecg_ii"], n=7, width=4, group_rows=5, seed=1)
-    assert multimodal.FusedWindows(waves, 0.5, cache).scan_waves() == {
-        "r11.parquet": {99}, "r12.parquet": {13}}
-
-
-def test_module_doctests():
-    result = doctest.testmod(multimodal)
-    assert result.failed == 0 and result.attempted >= 3
+    params = export_params(project, out=tmp_path / "latents")
+    paired = params.path(params.pair_windows.out) / "part_0000.parquet"
+    original = paired.read_bytes()
+    table = pl.read_parquet(paired)
+    try:
+        paired_files.write_paired(table, paired, "ppg", 128)
+        with pytest.raises(DataError, match=r"part_0000.parquet: paired on channel 'ppg', the "
+                                            r"model fuses 'ecg_ii'"):
+            latents.run(params)
+    finally:
+        paired.write_bytes(original)

@@ -23,7 +23,7 @@ from tests.flows.project import git, make_project, synth
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 STAGES = ["ingest_ehr", "clean_ehr", "featurize_ehr", "catalog_waveforms", "window_waveforms",
-          "train_ehr", "train_waveforms", "train_multimodal", "export_latents"]
+          "train_ehr", "train_waveforms", "pair_windows", "train_multimodal", "export_latents"]
 
 
 @pytest.fixture(scope="module")

@@ -73,8 +73,8 @@ def trained_project(valid_project, physionet, tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("trained") / "project"
     shutil.copytree(valid_project, project, symlinks=True)
     (project / "params.yaml").write_text(TINY_PARAMS.replace("{mitdb}", str(physionet / "mitdb")))
-    chain = ("clean_ehr", "featurize_ehr", "train_ehr", "train_waveforms", "train_multimodal",
-             "export_latents")
+    chain = ("clean_ehr", "featurize_ehr", "train_ehr", "train_waveforms", "pair_windows",
+             "train_multimodal", "export_latents")
     for run in harness.run_chain(project, chain):
         assert run.returncode == 0, f"{run.stage}: {run.stderr[-1500:]}"
     return project

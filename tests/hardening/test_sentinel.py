@@ -81,7 +81,7 @@ def _synth(dest: Path) -> None:
 # Every stage from the raw tables to the published latents; `evaluate` trains its own models
 # on MIT-BIH and reads no EHR (tests/training covers it), so it is left out to save time.
 STAGES = ("ingest_ehr", "clean_ehr", "featurize_ehr", "catalog_waveforms", "window_waveforms",
-          "train_ehr", "train_waveforms", "train_multimodal", "export_latents")
+          "train_ehr", "train_waveforms", "pair_windows", "train_multimodal", "export_latents")
 
 
 def _refresh_cmd(project: Path) -> list[str]:

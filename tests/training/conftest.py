@@ -32,13 +32,17 @@ def tiny_params(root: Path, *extra: str):
 
 
 def multimodal_params(root: Path, *extra: str):
-    """:func:`tiny_params` with ``train_multimodal`` on the linked tiny tables in ``root``."""
+    """:func:`tiny_params` with ``train_multimodal`` on the linked tiny tables in ``root``
+    (``pair_windows`` writing into ``root``: run it before the training stage)."""
     sets = [f"ehr_features={root}/ehr_windows", f"ehr_stats={root}/ehr_stats.json",
             f"wave_features={root}/linked_waveform_windows",
             f"pointer={root}/models/multimodal.json", f"checkpoint_dir={root}/checkpoints",
             f"loss_csv={root}/loss_multimodal.csv", f"splits={root}/no_splits.parquet",
             "model={kind: multimodal_vae, hidden: [32], latent_dim: 4}", *TINY_OPTIM]
-    return tiny_params(root, *(f"train_multimodal.{s}" for s in sets), *extra)
+    pairing = [f"out={root}/paired_windows", f"wave_only={root}/wave_only_windows.parquet",
+               f"cache={root}/cache/pair_windows"]
+    return tiny_params(root, *(f"train_multimodal.{s}" for s in sets),
+                       *(f"pair_windows.{s}" for s in pairing), *extra)
 
 
 @pytest.fixture(scope="session")

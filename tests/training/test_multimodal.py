@@ -11,15 +11,14 @@ import pytest
 
 from medae.config import Params
 from medae.errors import DataError
-from medae.training import pairs
+from medae.training import pair_windows, pairs
 from medae.training.config import TrainMultimodal
 from medae.training.encode import ehr_inputs, waveform_inputs
 from medae.training.train import (
-    LINKED_WAVE_COLUMNS,
-    multimodal_table,
+    WAVE_COLUMNS,
+    assign_splits,
     read_channel_windows,
     read_ehr_windows,
-    read_linked_keys,
 )
 from tests.training.tables import WAVE_ONLY_STAYS
 
@@ -27,16 +26,29 @@ from tests.training.tables import WAVE_ONLY_STAYS
 needs_section = pytest.mark.skipif("train_multimodal" not in Params.model_fields,
                                    reason="medae.config.Params has no train_multimodal yet")
 EHR_WIDTH, WAVE_WIDTH = 6 * 4 * 2 + 2, 128  # tables.ehr_windows: 6 bins x 4 variables, 2 static
+LINKED_WAVE_COLUMNS = (*WAVE_COLUMNS, "stay_id", "window_start", "fs")
+
+
+def reference_table(ehr: pl.DataFrame, wave: pl.DataFrame, cfg, splits_file) -> pl.DataFrame:
+    """The rule (medae.training.pairs) applied to every EHR window and every linked
+    waveform window read whole: ``split``, ``ehr_row``, ``wave_row`` (row in ``wave``)."""
+    spans = pairs.wave_spans(wave)
+    both = pairs.pair_ehr_windows(ehr, spans).with_columns(split=ehr["split"])
+    lone = assign_splits(pairs.wave_only_windows(ehr, spans, cfg.wave_only_per_stay),
+                         splits_file, cfg.tuning_fraction, cfg.held_out_fraction)
+    return pl.concat([both.select("split", "ehr_row", "wave_row"),
+                      lone.select("split", pl.lit(None, pairs.ROW).alias("ehr_row"),
+                                  "wave_row")])
 
 
 @pytest.fixture(scope="module")
 def paired(tiny_data):
-    """The tiny tables as the stage reads them, and their multimodal rows (4 wave-only/stay)."""
+    """The tiny tables read whole, and their multimodal rows by the rule (4 wave-only/stay)."""
     ehr = read_ehr_windows(tiny_data / "ehr_windows")
     wave = pairs.linked(read_channel_windows(tiny_data / "linked_waveform_windows", "ecg_ii",
                                              0.1, LINKED_WAVE_COLUMNS)[0])
-    table = multimodal_table(ehr, wave, TrainMultimodal(wave_only_per_stay=4),
-                             tiny_data / "no_splits.parquet")
+    table = reference_table(ehr, wave, TrainMultimodal(wave_only_per_stay=4),
+                            tiny_data / "no_splits.parquet")
     return ehr, wave, table
 
 
@@ -94,13 +106,14 @@ def test_rows_put_each_modality_in_its_slot_with_flags(paired):
 
 
 @needs_section
-def test_stage_rows_equal_a_full_read_whether_samples_come_in_one_pass_or_two(
+def test_stage_rows_equal_the_rule_on_a_full_read_whether_samples_come_in_one_pass_or_two(
         workdir, monkeypatch):
-    """train_multimodal reads the keys, pairs, then the samples of the used windows only
-    (medae.training.wave_reader): its rows equal those built from every linked window read
-    whole, with small files read in one pass (the tiny tables) or all in two."""
+    """pair_windows reads the keys, pairs, then the samples of the used windows only
+    (medae.training.wave_reader); train_multimodal reads its files: the rows equal those the
+    rule builds from every linked window read whole, with small files read in one pass (the
+    tiny tables) or all in two."""
     from medae.training import wave_reader
-    from medae.training.train import load_multimodal
+    from medae.training.train_multimodal import load_multimodal
     from tests.training.conftest import multimodal_params
 
     params = multimodal_params(workdir)
@@ -108,12 +121,15 @@ def test_stage_rows_equal_a_full_read_whether_samples_come_in_one_pass_or_two(
     ehr = read_ehr_windows(workdir / "ehr_windows")
     wave = pairs.linked(read_channel_windows(workdir / "linked_waveform_windows", cfg.channel,
                                              cfg.max_nan_frac, LINKED_WAVE_COLUMNS)[0])
-    table, used = pairs.keep_used_waves(multimodal_table(ehr, wave, cfg,
-                                                         params.path(cfg.splits)))
+    table, used = pairs.keep_used_waves(reference_table(ehr, wave, cfg, params.path(cfg.splits)))
     full = {s: pairs.gather_rows(table.filter(pl.col("split") == s), ehr_inputs(ehr),
                                  waveform_inputs(wave[used])) for s in ("train", "tuning")}
+    pair_windows.run(params)
     one_pass = load_multimodal(params)
     monkeypatch.setattr(wave_reader, "ONE_PASS_ROWS", 0)  # every file read again for samples
+    (params.path(params.pair_windows.out) / pair_windows.FINGERPRINTS).unlink()
+    summary = pair_windows.run(params)
+    assert len(summary["paired"]) == 1 and summary["rows_fused"] == 105
     two_pass = load_multimodal(params)
     for data in (one_pass, two_pass):
         assert data.counts["rows_both"] == 105 and data.counts["rows_wave_only"] > 0
@@ -121,11 +137,20 @@ def test_stage_rows_equal_a_full_read_whether_samples_come_in_one_pass_or_two(
         np.testing.assert_array_equal(data.tuning, full["tuning"])
 
 
-def test_unlinked_waveforms_are_refused_naming_the_folder(tiny_data):
+@needs_section
+def test_unlinked_waveforms_leave_nothing_to_fuse_naming_the_folder(workdir):
     # tables.waveform_windows: no stay_id, no window_start, so nothing to pair with.
-    with pytest.raises(DataError, match=r"waveform_windows: no 'ecg_ii' windows linked to a "
-                                        r"stay \(stay_id and window_start set\)"):
-        read_linked_keys(tiny_data / "waveform_windows", "ecg_ii", 0.1)
+    from medae.training.train_multimodal import load_multimodal
+    from tests.training.conftest import multimodal_params
+
+    params = multimodal_params(workdir, f"train_multimodal.wave_features={workdir}/"
+                                        f"waveform_windows")
+    summary = pair_windows.run(params)
+    assert (summary["rows_written"], summary["rows_fused"], summary["wave_only_rows"]) == (
+        180, 0, 0)
+    with pytest.raises(DataError, match=r"paired_windows: no linked 'ecg_ii' window lies "
+                                        r"inside an EHR window or belongs to a stay without"):
+        load_multimodal(params)
 
 
 @needs_section
@@ -133,10 +158,11 @@ def test_stage_trains_registers_champion_and_encodes_a_missing_modality(workdir)
     from mlflow import MlflowClient
 
     from medae.training.encode import load_encoder
-    from medae.training.train import run_multimodal
+    from medae.training.train_multimodal import run as run_multimodal
     from tests.training.conftest import multimodal_params
 
     params = multimodal_params(workdir)
+    pair_windows.run(params)
     summary = run_multimodal(params)
     assert (summary["model_uri"], summary["champion"]) == ("models:/medae-multimodal/1", True)
     assert (summary["rows_both"], summary["rows_ehr_only"], summary["rows_wave_only"]) == (
