@@ -61,9 +61,10 @@ class FusedWindows:
         model = encoder.load() if isinstance(encoder, latents.LazyEncoder) else encoder
         paired = self.paired(path)
         width = check_pairing(paired, model)
-        ehr = latents.iter_windows(path, batch_rows, latents.READ_COLUMNS["ehr"])
+        ehr = latents.iter_windows(path, batch_rows, latents.READ_COLUMNS["ehr"],
+                                   reader_threads=False)
         parts = []
-        for batch, pair in paired_files.side_by_side(ehr, paired):
+        for batch, pair in paired_files.side_by_side(ehr, paired, batch_rows):
             if batch.height == 0:
                 continue
             paired_files.check_aligned(batch, pl.from_arrow(pair.select(

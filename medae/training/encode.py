@@ -97,9 +97,30 @@ def multimodal_inputs(ehr: np.ndarray, wave: np.ndarray, has_ehr: np.ndarray,
     ...                   np.array([True, True]), np.array([True, False])).tolist()
     [[1.0, 5.0, 6.0, 1.0, 1.0], [2.0, 0.0, 0.0, 1.0, 0.0]]
     """
-    flags = np.stack([has_ehr, has_wave], axis=1).astype(np.float32)
-    parts = [np.where(flags[:, :1] > 0, ehr, 0.0), np.where(flags[:, 1:] > 0, wave, 0.0), flags]
-    return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+    rows = np.arange(len(has_ehr))
+    return assemble_rows(ehr, np.where(has_ehr, rows, -1), wave, np.where(has_wave, rows, -1))
+
+
+def assemble_rows(ehr: np.ndarray, ehr_row: np.ndarray, wave: np.ndarray,
+                  wave_row: np.ndarray) -> np.ndarray:
+    """Rows ``[ehr[ehr_row] | wave[wave_row] | has_ehr | has_wave]`` written straight into
+    one float32 array (no intermediate copies of the rows); row number -1 = that modality is
+    missing, its part zeros and its flag 0.
+
+    >>> assemble_rows(np.array([[1.0], [2.0]]), np.array([1, -1]), np.array([[5.0, 6.0]]),
+    ...               np.array([-1, 0])).tolist()
+    [[2.0, 0.0, 0.0, 1.0, 0.0], [0.0, 5.0, 6.0, 0.0, 1.0]]
+    """
+    n, e_width, w_width = len(ehr_row), ehr.shape[1], wave.shape[1]
+    out = np.zeros((n, e_width + w_width + 2), np.float32)
+    has_e, has_w = ehr_row >= 0, wave_row >= 0
+    if has_e.all() and len(ehr) == n and (ehr_row == np.arange(n)).all():
+        out[:, :e_width] = ehr  # every row's own EHR window (export): no gather
+    else:
+        out[has_e, :e_width] = ehr[ehr_row[has_e]]
+    out[has_w, e_width:e_width + w_width] = wave[wave_row[has_w]]
+    out[:, -2], out[:, -1] = has_e, has_w
+    return out
 
 
 def multimodal_shape(ehr_width: int, n_values: int, n_bins: int, wave_width: int,

@@ -102,21 +102,32 @@ def check_aligned(ehr: pl.DataFrame, paired: pl.DataFrame, where: str) -> None:
                         f"run `medae run pair_windows`")
 
 
-def side_by_side(batches: Iterator[pl.DataFrame], path: Path
+def side_by_side(batches: Iterator[pl.DataFrame], path: Path, batch_rows: int = 1 << 14
                  ) -> Iterator[tuple[pl.DataFrame, pa.RecordBatch]]:
     """Each batch of EHR windows with the next as many rows of the paired file ``path``
-    (streamed: memory holds a batch of samples, not the file's)."""
+    (streamed: memory holds a batch of samples, not the file's). Read in batches of
+    ``batch_rows``, as the EHR windows are, the two files' batches line up one to one (a
+    paired file has its EHR file's rows) and no rows are copied."""
     try:
         reader = pq.ParquetFile(path)
-        chunks = reader.iter_batches(batch_size=1 << 14)
-        held = pa.Table.from_batches([], schema=reader.schema_arrow)
+        chunks = reader.iter_batches(batch_size=batch_rows, use_threads=False)
+        held: list[pa.RecordBatch] = []
         for batch in batches:
-            while held.num_rows < batch.height and (more := next(chunks, None)) is not None:
-                held = pa.concat_tables([held, pa.Table.from_batches([more])])
-            mine, held = held.slice(0, batch.height), held.slice(batch.height)
-            yield batch, mine.combine_chunks().to_batches(max_chunksize=None)[0] \
-                if mine.num_rows else pa.RecordBatch.from_pylist([], reader.schema_arrow)
-        if held.num_rows or next(chunks, None) is not None:
+            while sum(b.num_rows for b in held) < batch.height:
+                more = next(chunks, None)
+                if more is None:
+                    break
+                held.append(more)
+            if len(held) == 1 and held[0].num_rows == batch.height:
+                yield batch, held.pop()  # the usual case: the batches line up
+                continue
+            table = pa.Table.from_batches(held, schema=reader.schema_arrow)
+            rest = table.slice(batch.height)
+            held = rest.combine_chunks().to_batches() if rest.num_rows else []
+            yield batch, table.slice(0, batch.height).combine_chunks().to_batches(
+                max_chunksize=None)[0] if min(table.num_rows, batch.height) else \
+                pa.RecordBatch.from_pylist([], reader.schema_arrow)
+        if held or next(chunks, None) is not None:
             raise DataError(f"{path}: more paired rows than EHR windows (EHR windows changed "
                             f"since pair_windows ran?); run `medae run pair_windows`")
     except (OSError, pa.ArrowException) as exc:
@@ -132,6 +143,4 @@ def paired_rows(batch: pa.RecordBatch, width: int, where: str
     wave_row = pl.when(has).then(has.cast(pairs.ROW).cum_sum() - 1)
     rows = pl.select(ehr_row=pl.int_range(batch.num_rows, dtype=pairs.ROW),
                      wave_row=wave_row)
-    waves = wave_array(batch.column("wave_values"), width, where)
-    # gather_rows indexes a row even for rows without a waveform (and zeroes it): keep one
-    return rows, waves if len(waves) else np.zeros((1, width), np.float32)
+    return rows, wave_array(batch.column("wave_values"), width, where)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from medae.training.encode import multimodal_inputs
+from medae.training.encode import assemble_rows
 
 ROW = pl.Int64  # row numbers; null = the modality is missing in that row
 
@@ -148,7 +148,5 @@ def gather_rows(rows: pl.DataFrame, ehr: np.ndarray, wave: np.ndarray) -> np.nda
     >>> gather_rows(rows, np.array([[1.0], [2.0]]), np.array([[7.0, 8.0]])).tolist()
     [[2.0, 0.0, 0.0, 1.0, 0.0], [0.0, 7.0, 8.0, 0.0, 1.0]]
     """
-    e = rows["ehr_row"].fill_null(-1).to_numpy()
-    w = rows["wave_row"].fill_null(-1).to_numpy()
-    # Missing rows pick row 0 (any row; multimodal_inputs zeroes it) so one gather serves all.
-    return multimodal_inputs(ehr[np.maximum(e, 0)], wave[np.maximum(w, 0)], e >= 0, w >= 0)
+    return assemble_rows(ehr, rows["ehr_row"].fill_null(-1).to_numpy(), wave,
+                         rows["wave_row"].fill_null(-1).to_numpy())

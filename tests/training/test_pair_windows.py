@@ -140,11 +140,14 @@ def test_paired_files_keep_the_pairs_and_refuse_what_does_not_match(tmp_path):
     assert pq.read_schema(path).field("wave_values").nullable is False
     slices = list(paired_files.side_by_side(iter([ehr[:2], ehr[2:]]), path))
     assert [b.num_rows for _, b in slices] == [2, 1]
+    for read_rows in (1, 2):  # paired batches smaller than, or as large as, the EHR batches
+        again = list(paired_files.side_by_side(iter([ehr[:2], ehr[2:]]), path, read_rows))
+        assert [b.to_pylist() for _, b in again] == [b.to_pylist() for _, b in slices]
     rows, samples = paired_files.paired_rows(slices[0][1], 4, "part")
     assert rows["wave_row"].to_list() == [0, None] and samples.shape == (1, 4)
     np.testing.assert_array_equal(samples[0], table["wave_values"][0].to_numpy())
     rows, samples = paired_files.paired_rows(slices[1][1], 4, "part")  # no waveform at all
-    assert rows["wave_row"].to_list() == [None] and samples.shape == (1, 4)
+    assert rows["wave_row"].to_list() == [None] and samples.shape == (0, 4)
     inputs = pairs.gather_rows(rows, np.ones((1, 3), np.float32), samples)
     assert inputs.tolist() == [[1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]]
     with pytest.raises(DataError, match=r"part_0000.parquet: more paired rows than EHR"):
@@ -162,3 +165,21 @@ def test_module_doctests():
     for module in (pair_windows, paired_files):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted >= 2, module.__name__
+
+
+def test_assembled_rows_equal_the_row_by_row_definition():
+    """``assemble_rows`` writes the model rows in one pass: each row is ``[ehr | wave | flags]``
+    of its own EHR and waveform rows, zeros where a modality is missing, NaNs kept."""
+    from medae.training.encode import assemble_rows
+
+    rng = np.random.default_rng(0)
+    ehr, wave = rng.normal(size=(7, 3)), rng.normal(size=(4, 5)).astype(np.float32)
+    ehr[2, 1] = wave[1, 4] = np.nan
+    for ehr_row in (np.array([6, -1, 2, 0, 2]), np.arange(7)):
+        wave_row = rng.integers(-1, 4, size=len(ehr_row))
+        got = assemble_rows(ehr, ehr_row, wave, wave_row)
+        for i, (e, w) in enumerate(zip(ehr_row, wave_row, strict=True)):
+            want = np.concatenate([ehr[e] if e >= 0 else np.zeros(3), wave[w] if w >= 0
+                                   else np.zeros(5), [float(e >= 0), float(w >= 0)]])
+            np.testing.assert_array_equal(got[i], want.astype(np.float32))
+        assert got.dtype == np.float32
