@@ -156,7 +156,7 @@ def latent_frame(keys: pl.DataFrame, z: np.ndarray, ref: ModelRef) -> pl.DataFra
         raise MedaeError(
             f"encoder returned shape {z.shape} for {keys.height} windows; expected (rows, latent)"
         )
-    latents = pl.DataFrame({n: z[:, i] for i, n in enumerate(latent_names(z.shape[1]))})
+    latents = pl.from_numpy(z, schema=latent_names(z.shape[1]), orient="row")
     lineage = [pl.lit(ref.name).alias("model_name"),
                pl.lit(ref.version, dtype=pl.Int64).alias("model_version"),
                pl.lit(ref.run_id).alias("mlflow_run_id")]
