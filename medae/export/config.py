@@ -21,9 +21,10 @@ class ExportLatents(Section):
     ``pseudonymise_key_env``, else the file ``pseudonymise_key_file``; no key = refuse.
     ``encrypt``: Parquet modular encryption of the parts with the master keys in
     ``encryption_key_file`` (``python -m medae.privacy keygen FILE`` creates one).
-    ``cache``: folder of what export read of its input files (digests, record footers), kept
-    by file stamp so a re-export reads only the files changed since; outside ``out``, which
-    consumers read (it names records and stays, which pseudonymisation hides in the tables).
+    ``cache``: folder of the digests of export's input files, kept by file stamp so a
+    re-export hashes only the files changed since; outside ``out``, which consumers read (it
+    names the input files, record names among them, which pseudonymisation hides in the
+    tables).
     """
 
     out: str = "data/latents"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,14 +188,11 @@ def pair_one(item: dict[str, Any]) -> dict[str, Any]:
     return {"rows": table.height, "fused": int(table["record_name"].is_not_null().sum())}
 
 
-def wave_only(ehr_files: Sequence[Path], index: WaveIndex, per_stay: int
+def wave_only(with_ehr: set[int], index: WaveIndex, per_stay: int
               ) -> tuple[pl.DataFrame, int | None]:
-    """The wave-only rows (stays with eligible waveform windows but no EHR window, at most
-    ``per_stay`` each: :func:`medae.training.pairs.wave_only_windows`) and their samples per
-    window."""
-    with_ehr: set[int] = set()
-    for path in ehr_files:
-        with_ehr |= file_stays(path)
+    """The wave-only rows (stays with eligible waveform windows but none of the stays
+    ``with_ehr`` that have EHR windows, at most ``per_stay`` each:
+    :func:`medae.training.pairs.wave_only_windows`) and their samples per window."""
     lone = {s for linked in index.stays_of.values() for s in linked} - with_ehr
     keys = index.keys(lone, "no EHR window file") if lone and per_stay else None
     if keys is None or keys.height == 0:
@@ -224,7 +220,8 @@ def pair_all(ehr_folder: Path, index: WaveIndex, out: Path, wave_only_file: Path
     if not ehr_files:
         raise DataError(f"{ehr_folder}: no *.parquet windows; run `medae run featurize_ehr`")
     out.mkdir(parents=True, exist_ok=True)
-    related = index.fingerprints({p.name: file_stays(p) for p in ehr_files})
+    stays = {p.name: file_stays(p) for p in ehr_files}
+    related = index.fingerprints(stays)
     view = f"{FORMAT}:{index.channel}:{index.max_nan_frac}"
     digests = file_digests(ehr_files, index.cache_file(DIGESTS))
     fingerprints = {p.name: f"{d}+{related[p.name]}:{view}"
@@ -242,7 +239,7 @@ def pair_all(ehr_folder: Path, index: WaveIndex, out: Path, wave_only_file: Path
         if stale.name not in fingerprints:
             stale.unlink()
     write_json_atomic(out / FINGERPRINTS, fingerprints)
-    lone, width = wave_only(ehr_files, index, per_stay)
+    lone, width = wave_only(set().union(*stays.values()), index, per_stay)
     paired_files.write_paired(lone, wave_only_file, index.channel, width)
     done = [r for r in results.values if r]
     return {"out": str(out), "parts": len(ehr_files), "paired": [p.name for p in todo],
