@@ -36,10 +36,20 @@ from medae.training.train import (
 log = logging.getLogger(__name__)
 
 
-def read_paired_ehr(ehr_folder: Path, paired_folder: Path) -> tuple[pl.DataFrame, np.ndarray]:
-    """Every EHR window with its paired waveform window (stage ``pair_windows``), sorted like
-    :func:`read_ehr_windows`: the windows with ``has_waveform``, and the paired samples, one
-    row per window that has one, in the windows' order."""
+def pairing(path: Path, channel: str) -> int | None:
+    """The samples per window of a paired file paired on ``channel``; else a clear error."""
+    written = paired_files.pairing_of(path)
+    if written["channel"] != channel:
+        raise DataError(f"{path}: paired on channel '{written['channel']}', "
+                        f"train_multimodal.channel is '{channel}'; run `medae run pair_windows`")
+    return written["samples"]
+
+
+def read_paired_ehr(ehr_folder: Path, paired_folder: Path, channel: str
+                    ) -> tuple[pl.DataFrame, np.ndarray]:
+    """Every EHR window with its paired ``channel`` window (stage ``pair_windows``), sorted
+    like :func:`medae.training.train.read_ehr_windows`: the windows with ``has_waveform``,
+    and the paired samples, one row per window that has one, in the windows' order."""
     frames, waves = [], []
     width = None
     for path in parquet_files(ehr_folder, "featurize_ehr"):
@@ -47,7 +57,7 @@ def read_paired_ehr(ehr_folder: Path, paired_folder: Path) -> tuple[pl.DataFrame
         if not paired_path.exists():
             raise DataError(f"{paired_path}: no paired windows for {path}; "
                             f"run `medae run pair_windows`")
-        samples = paired_files.pairing_of(paired_path)["samples"]
+        samples = pairing(paired_path, channel)
         if samples is not None and width is not None and samples != width:
             raise DataError(f"{paired_path}: waveform windows of {samples} samples, "
                             f"{width} in the files before; run `medae run pair_windows`")
@@ -105,7 +115,7 @@ def load_multimodal(params: Any) -> Prepared:
     stats = read_ehr_stats(stats_path)
     paired_folder = params.path(params.pair_windows.out)
     lone_path = params.path(params.pair_windows.wave_only)
-    ehr, paired_waves = read_paired_ehr(ehr_folder, paired_folder)
+    ehr, paired_waves = read_paired_ehr(ehr_folder, paired_folder, cfg.channel)
     if ehr.height == 0:
         raise DataError(f"{ehr_folder}: no EHR windows; run `medae run featurize_ehr`")
     n_values = ehr_target_width(ehr, stats, ehr_folder, stats_path)
@@ -114,7 +124,7 @@ def load_multimodal(params: Any) -> Prepared:
     lone = pl.read_parquet(lone_path, columns=["subject_id", "record_name"])
     wave_rows = paired_waves
     if lone.height:
-        width = paired_files.pairing_of(lone_path)["samples"]
+        width = pairing(lone_path, cfg.channel)
         if len(paired_waves) and width != paired_waves.shape[1]:
             raise DataError(f"{lone_path}: waveform windows of {width} samples, "
                             f"{paired_waves.shape[1]} in {paired_folder}; "

@@ -138,6 +138,17 @@ def test_stage_rows_equal_the_rule_on_a_full_read_whether_samples_come_in_one_pa
 
 
 @needs_section
+def test_pairs_of_another_channel_are_refused_naming_the_file(workdir):
+    from medae.training.train_multimodal import load_multimodal
+    from tests.training.conftest import multimodal_params
+
+    pair_windows.run(multimodal_params(workdir))
+    with pytest.raises(DataError, match=r"paired_windows/part_0000.parquet: paired on channel "
+                                        r"'ecg_ii', train_multimodal.channel is 'ppg'"):
+        load_multimodal(multimodal_params(workdir, "train_multimodal.channel=ppg"))
+
+
+@needs_section
 def test_unlinked_waveforms_leave_nothing_to_fuse_naming_the_folder(workdir):
     # tables.waveform_windows: no stay_id, no window_start, so nothing to pair with.
     from medae.training.train_multimodal import load_multimodal
