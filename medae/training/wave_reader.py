@@ -7,10 +7,10 @@ in memory on real recordings. :func:`read_keys` reads the key columns of the eli
 reads the samples of the paired windows only, from the row groups holding them
 (window_waveforms writes one row group per channel and 600 s chunk). A file of at most
 ``ONE_PASS_ROWS`` windows is read whole in the first pass: opening it again costs more than
-decoding its unused windows. Used by ``train_multimodal`` and by multimodal export.
+decoding its unused windows. Used by stage ``pair_windows`` (:mod:`medae.training.pair_windows`).
 
 ``groups`` maps a file name to the number of rows in each of its row groups (its footer,
-:func:`row_groups`).
+:func:`group_rows`).
 """
 
 from __future__ import annotations
@@ -40,15 +40,6 @@ KEYS_SCHEMA = {**WAVE_KEYS, FILE: pl.String, FILE_ROW: pl.Int64, "values": pl.Li
                IN_MEMORY: pl.Boolean}
 
 Groups = Mapping[str, Sequence[int]]
-
-
-def row_groups(path: Path) -> list[int]:
-    """Rows in each row group of a Parquet file, from its footer."""
-    try:
-        return group_rows(pq.ParquetFile(path).metadata)
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: cannot read the Parquet footer "
-                        f"({str(exc).splitlines()[0]})") from None
 
 
 def group_rows(meta: pq.FileMetaData) -> list[int]:
