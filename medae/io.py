@@ -333,7 +333,9 @@ def file_digests(paths: Sequence[Path], cache: Path | None = None) -> list[str]:
     from concurrent.futures import ThreadPoolExecutor
 
     def digest_all(todo: list[Path]) -> list[str]:
-        with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, len(todo)))) as pool:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)  # the cores this process may use (a container's share)
+        with ThreadPoolExecutor(max(1, min(cores, len(todo)))) as pool:
             return list(pool.map(file_digest, todo))
 
     return per_file_cached(paths, cache, digest_all)

@@ -75,18 +75,11 @@ class FusedWindows:
 
 
 def check_pairing(paired: Path, model: Any) -> int:
-    """The samples per waveform window of a paired file, checked against the model's
-    channel and input width."""
-    pairing = paired_files.pairing_of(paired)
+    """The samples per waveform window of a paired file, its channel and window length
+    checked against the model's."""
     width = int(model.model.shape.wave_dim)
-    if pairing["channel"] != model.channel:
-        raise DataError(f"{paired}: paired on channel '{pairing['channel']}', the model fuses "
-                        f"'{model.channel}' (train_multimodal.channel changed since "
-                        f"train_multimodal?)")
-    if pairing["samples"] not in (None, width):
-        raise DataError(f"{paired}: fused waveform windows have {pairing['samples']} samples; "
-                        f"the model expects {width} (window_waveforms params changed since "
-                        f"train_multimodal?)")
+    paired_files.check_pairing(paired, {"channel": model.channel, "samples": width},
+                               "the model has")
     return width
 
 

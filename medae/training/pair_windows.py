@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 FINGERPRINTS = "_fingerprints.json"
 DIGESTS = "_digests.json"  # input files' digests by file stamp (medae.io.file_digests)
 FOOTERS = "_footers.json"  # waveform files' stays and row groups, likewise
-FORMAT = 1  # bump when the paired files' layout changes: every part is rebuilt
 EHR_KEYS = ("stay_id", "window_start", "window_end")  # what pairing reads of an EHR window
 
 
@@ -113,12 +113,19 @@ class WaveIndex:
         self.channel, self.max_nan_frac = channel, max_nan_frac
         self.cache = cache  # folder of the digests and footers kept by file stamp
         files = sorted(self.wave_folder.glob("*.parquet"))
+        if not files:
+            raise DataError(f"{self.wave_folder}: no *.parquet waveform windows "
+                            f"(train_multimodal.wave_features); run `medae run window_waveforms`")
         summaries = per_file_cached(
             files, self.cache_file(FOOTERS),
             lambda todo: [[sorted(stays), groups] for stays, groups in map(footer, todo)])
         # wave file name -> its linked stays, and the rows in each of its row groups
         self.stays_of = {p.name: set(s) for p, (s, _) in zip(files, summaries, strict=True)}
         self.groups = {p.name: g for p, (_, g) in zip(files, summaries, strict=True)}
+
+    def pairing(self, width: int | None) -> dict[str, Any]:
+        """What a paired file records of how it was paired (``medae.pairing`` metadata)."""
+        return {"channel": self.channel, "max_nan_frac": self.max_nan_frac, "samples": width}
 
     def cache_file(self, name: str) -> Path | None:
         return self.cache / name if self.cache is not None else None
@@ -145,7 +152,7 @@ class WaveIndex:
         return wave_reader.read_keys(
             self.related(stays), self.groups,
             lambda lf: eligible_windows(lf, self.channel, self.max_nan_frac, stay_ids),
-            f"{self.wave_folder}: waveform windows of the stays in {where}")
+            f"{self.wave_folder}: waveform windows of the stays {where}")
 
     def samples(self, keys: pl.DataFrame, width: int, where: str) -> np.ndarray:
         """The samples of the windows ``keys`` (:func:`wave_reader.read_samples`)."""
@@ -160,7 +167,7 @@ def pair_part(ehr_file: Path, index: WaveIndex) -> tuple[pl.DataFrame, int | Non
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise DataError(f"{ehr_file}: cannot read the EHR window keys "
                         f"({str(exc).splitlines()[0]})") from None
-    keys = index.keys(set(ehr["stay_id"].drop_nulls()), ehr_file.name)
+    keys = index.keys(set(ehr["stay_id"].drop_nulls()), f"in {ehr_file.name}")
     width = wave_reader.sample_count(keys, index.groups) if keys.height else None
     rows = (pairs.pair_ehr_windows(ehr, pairs.wave_spans(keys, samples=width)) if width
             else pl.DataFrame({"ehr_row": pl.int_range(ehr.height, eager=True),
@@ -180,11 +187,23 @@ def pair_part(ehr_file: Path, index: WaveIndex) -> tuple[pl.DataFrame, int | Non
 
 # ------------------------------------------------------------------------------- stage
 
+def code_digest() -> str:
+    """A hash of the code that pairs and writes the pairs (this module and what it runs):
+    part of every part's fingerprint, so a change to it pairs every part again, as DVC
+    re-runs the stage."""
+    from medae.training import encode
+
+    h = hashlib.sha256()
+    for module in (sys.modules[__name__], paired_files, pairs, wave_reader, encode):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def pair_one(item: dict[str, Any]) -> dict[str, Any]:
     """Pair one EHR window file and write its paired file (module-level: executor workers)."""
     index: WaveIndex = item["index"]
     table, width = pair_part(Path(item["ehr"]), index)
-    paired_files.write_paired(table, Path(item["target"]), index.channel, width)
+    paired_files.write_paired(table, Path(item["target"]), index.pairing(width))
     return {"rows": table.height, "fused": int(table["record_name"].is_not_null().sum())}
 
 
@@ -194,7 +213,7 @@ def wave_only(with_ehr: set[int], index: WaveIndex, per_stay: int
     ``with_ehr`` that have EHR windows, at most ``per_stay`` each:
     :func:`medae.training.pairs.wave_only_windows`) and their samples per window."""
     lone = {s for linked in index.stays_of.values() for s in linked} - with_ehr
-    keys = index.keys(lone, "no EHR window file") if lone and per_stay else None
+    keys = index.keys(lone, "without EHR windows") if lone and per_stay else None
     if keys is None or keys.height == 0:
         return pl.DataFrame(schema={"subject_id": pl.Int64, "stay_id": pl.Int64,
                                     "record_name": pl.String, "start_s": pl.Float64,
@@ -205,7 +224,7 @@ def wave_only(with_ehr: set[int], index: WaveIndex, per_stay: int
                                                 schema={"stay_id": pl.Int64}),
                                    spans, per_stay)
     used = rows["wave_row"].to_numpy()
-    waves = index.samples(keys[used], width, "the wave-only rows")
+    waves = index.samples(keys[used], width, "the stays without EHR windows")
     lists = paired_files.rows_as_lists(waves, np.arange(len(used), dtype=np.float64))
     return keys[used].select("subject_id", "stay_id", "record_name", "start_s").with_columns(
         wave_values=lists), width
@@ -222,7 +241,7 @@ def pair_all(ehr_folder: Path, index: WaveIndex, out: Path, wave_only_file: Path
     out.mkdir(parents=True, exist_ok=True)
     stays = {p.name: file_stays(p) for p in ehr_files}
     related = index.fingerprints(stays)
-    view = f"{FORMAT}:{index.channel}:{index.max_nan_frac}"
+    view = f"{code_digest()}:{index.channel}:{index.max_nan_frac}"
     digests = file_digests(ehr_files, index.cache_file(DIGESTS))
     fingerprints = {p.name: f"{d}+{related[p.name]}:{view}"
                     for p, d in zip(ehr_files, digests, strict=True)}
@@ -240,7 +259,8 @@ def pair_all(ehr_folder: Path, index: WaveIndex, out: Path, wave_only_file: Path
             stale.unlink()
     write_json_atomic(out / FINGERPRINTS, fingerprints)
     lone, width = wave_only(set().union(*stays.values()), index, per_stay)
-    paired_files.write_paired(lone, wave_only_file, index.channel, width)
+    paired_files.write_paired(lone, wave_only_file, index.pairing(width) | {
+        "wave_only_per_stay": per_stay})
     done = [r for r in results.values if r]
     return {"out": str(out), "parts": len(ehr_files), "paired": [p.name for p in todo],
             "rows_written": sum(r["rows"] for r in done),

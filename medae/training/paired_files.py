@@ -52,19 +52,19 @@ def rows_as_lists(waves: np.ndarray, at: np.ndarray) -> pl.Series:
     return pl.Series("wave_values", pa.LargeListArray.from_arrays(pa.array(offsets), values))
 
 
-def write_paired(table: pl.DataFrame, path: Path, channel: str, width: int | None) -> None:
-    """Write a paired (or wave-only) table with its pairing metadata, atomically."""
+def write_paired(table: pl.DataFrame, path: Path, pairing: dict[str, Any]) -> None:
+    """Write a paired (or wave-only) table with how it was paired (``medae.pairing``
+    metadata: channel, max_nan_frac, samples per window), atomically."""
     arrow = table.to_arrow()
     schema = pa.schema([paired_schema().field(name) if name in paired_schema().names
                         else arrow.schema.field(name) for name in arrow.schema.names])
-    meta = json.dumps({"channel": channel, "samples": width}).encode()
     with atomic_path(path) as tmp:
-        pq.write_table(arrow.cast(schema).replace_schema_metadata({META: meta}), tmp,
-                       compression="lz4")
+        pq.write_table(arrow.cast(schema).replace_schema_metadata(
+            {META: json.dumps(pairing, sort_keys=True).encode()}), tmp, compression="lz4")
 
 
 def pairing_of(path: Path) -> dict[str, Any]:
-    """The channel and samples per window a paired file was written with."""
+    """How a paired file was paired (its ``medae.pairing`` metadata)."""
     try:
         meta = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowException) as exc:
@@ -76,20 +76,50 @@ def pairing_of(path: Path) -> dict[str, Any]:
     return json.loads(meta[META])
 
 
-def wave_array(values: pa.Array | pa.ChunkedArray, width: int, where: str) -> np.ndarray:
-    """The non-empty ``wave_values`` rows as a (rows, width) float32 array, in order.
+def check_pairing(path: Path, expected: dict[str, Any], who: str) -> dict[str, Any]:
+    """:func:`pairing_of` ``path``, each key of ``expected`` checked (a file without any
+    waveform window records no samples, which fits any); else an error naming the file.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "part_0000.parquet"
+    >>> write_paired(pl.DataFrame({"stay_id": [1]}), path, {"channel": "ppg", "samples": None})
+    >>> check_pairing(path, {"channel": "ecg_ii"}, "the model has")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    medae.errors.DataError: ...: paired with channel 'ppg', the model has 'ecg_ii' (params ...
+    """
+    written = pairing_of(path)
+    for key, want in expected.items():
+        got = written.get(key)
+        if got != want and not (key == "samples" and got is None):
+            raise DataError(f"{path}: paired with {key} {got!r}, {who} {want!r} (params "
+                            f"changed since pair_windows or train_multimodal ran?)")
+    return written
+
+
+def paired_samples(record_name: pa.Array | pa.ChunkedArray,
+                   wave_values: pa.Array | pa.ChunkedArray, width: int,
+                   where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows have a paired window (``record_name`` set) and their samples, a
+    (rows with one, width) float32 array in row order; each such row must hold ``width``
+    samples and every other none, else an error naming ``where`` and the row.
 
     >>> v = pa.array([[], [1.0, 2.0]], pa.large_list(pa.float32()))
-    >>> wave_array(v, 2, "part").tolist()
-    [[1.0, 2.0]]
+    >>> has, waves = paired_samples(pa.array([None, "r"]), v, 2, "part")
+    >>> has.tolist(), waves.tolist()
+    ([False, True], [[1.0, 2.0]])
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
-    flat = values.flatten().to_numpy(zero_copy_only=False)
-    if len(flat) % max(width, 1) or (width == 0 and len(flat)):
-        raise DataError(f"{where}: paired waveform samples do not split into windows of "
-                        f"{width}; run `medae run pair_windows` again")
-    return flat.reshape(-1, max(width, 1))[:, :width].astype(np.float32, copy=False)
+    if isinstance(wave_values, pa.ChunkedArray):
+        wave_values = wave_values.combine_chunks()
+    has = pl.from_arrow(record_name).is_not_null().to_numpy()
+    lengths = wave_values.value_lengths().to_numpy(zero_copy_only=False)
+    wrong = np.flatnonzero(lengths != np.where(has, width, 0))
+    if len(wrong):
+        row = int(wrong[0])
+        raise DataError(f"{where}: row {row}: {int(lengths[row])} paired waveform samples, "
+                        f"{width if has[row] else 0} expected; run `medae run pair_windows`")
+    flat = wave_values.flatten().to_numpy(zero_copy_only=False)
+    return has, flat.reshape(int(has.sum()), width).astype(np.float32, copy=False)
 
 
 def check_aligned(ehr: pl.DataFrame, paired: pl.DataFrame, where: str) -> None:
@@ -106,8 +136,9 @@ def side_by_side(batches: Iterator[pl.DataFrame], path: Path, batch_rows: int = 
                  ) -> Iterator[tuple[pl.DataFrame, pa.RecordBatch]]:
     """Each batch of EHR windows with the next as many rows of the paired file ``path``
     (streamed: memory holds a batch of samples, not the file's). Read in batches of
-    ``batch_rows``, as the EHR windows are, the two files' batches line up one to one (a
-    paired file has its EHR file's rows) and no rows are copied."""
+    ``batch_rows``, as the EHR windows are, the two files' batches usually line up one to one
+    (a paired file has its EHR file's rows) and no rows are copied; otherwise the rows are
+    gathered from the batches read."""
     try:
         reader = pq.ParquetFile(path)
         chunks = reader.iter_batches(batch_size=batch_rows, use_threads=False)
@@ -139,8 +170,18 @@ def paired_rows(batch: pa.RecordBatch, width: int, where: str
                 ) -> tuple[pl.DataFrame, np.ndarray]:
     """A batch of paired rows -> (``ehr_row``, ``wave_row``) rows and their samples
     (:func:`medae.training.pairs.gather_rows` builds the model inputs from them)."""
-    has = pl.from_arrow(batch.column("record_name")).is_not_null()
-    wave_row = pl.when(has).then(has.cast(pairs.ROW).cum_sum() - 1)
-    rows = pl.select(ehr_row=pl.int_range(batch.num_rows, dtype=pairs.ROW),
-                     wave_row=wave_row)
-    return rows, wave_array(batch.column("wave_values"), width, where)
+    has, waves = paired_samples(batch.column("record_name"), batch.column("wave_values"),
+                                width, where)
+    rows = pl.DataFrame({"ehr_row": np.arange(len(has)), "wave_row": wave_rows(has)},
+                        schema={"ehr_row": pairs.ROW, "wave_row": pairs.ROW})
+    return rows, waves
+
+
+def wave_rows(has: np.ndarray) -> pl.Series:
+    """Each row's number among the rows that have a paired window (null for the others).
+
+    >>> wave_rows(np.array([True, False, True])).to_list()
+    [0, None, 1]
+    """
+    has = pl.Series(has, dtype=pl.Boolean)
+    return pl.select(wave_row=pl.when(has).then(has.cast(pairs.ROW).cum_sum() - 1)).to_series()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medae.errors import DataError
@@ -36,20 +37,19 @@ from medae.training.train import (
 log = logging.getLogger(__name__)
 
 
-def pairing(path: Path, channel: str) -> int | None:
-    """The samples per window of a paired file paired on ``channel``; else a clear error."""
-    written = paired_files.pairing_of(path)
-    if written["channel"] != channel:
-        raise DataError(f"{path}: paired on channel '{written['channel']}', "
-                        f"train_multimodal.channel is '{channel}'; run `medae run pair_windows`")
-    return written["samples"]
+def pairing(path: Path, cfg: Any, **more: Any) -> int | None:
+    """The samples per window of a paired file paired as ``cfg`` (train_multimodal) and
+    ``more`` say; else a clear error naming the file."""
+    expected = {"channel": cfg.channel, "max_nan_frac": cfg.max_nan_frac, **more}
+    return paired_files.check_pairing(path, expected, "train_multimodal has")["samples"]
 
 
-def read_paired_ehr(ehr_folder: Path, paired_folder: Path, channel: str
+def read_paired_ehr(ehr_folder: Path, paired_folder: Path, cfg: Any
                     ) -> tuple[pl.DataFrame, np.ndarray]:
-    """Every EHR window with its paired ``channel`` window (stage ``pair_windows``), sorted
-    like :func:`medae.training.train.read_ehr_windows`: the windows with ``has_waveform``,
-    and the paired samples, one row per window that has one, in the windows' order."""
+    """Every EHR window with its paired window (stage ``pair_windows``, paired as ``cfg``
+    says), sorted like :func:`medae.training.train.read_ehr_windows`: the windows with
+    ``has_waveform``, and the paired samples, one row per window that has one, in the
+    windows' order."""
     frames, waves = [], []
     width = None
     for path in parquet_files(ehr_folder, "featurize_ehr"):
@@ -57,26 +57,28 @@ def read_paired_ehr(ehr_folder: Path, paired_folder: Path, channel: str
         if not paired_path.exists():
             raise DataError(f"{paired_path}: no paired windows for {path}; "
                             f"run `medae run pair_windows`")
-        samples = pairing(paired_path, channel)
+        samples = pairing(paired_path, cfg)
         if samples is not None and width is not None and samples != width:
             raise DataError(f"{paired_path}: waveform windows of {samples} samples, "
                             f"{width} in the files before; run `medae run pair_windows`")
         width = samples if samples is not None else width
         ehr = pl.read_parquet(path)
-        require_columns(ehr, (*EHR_COLUMNS, "window_end"), str(path))
-        paired = pq.read_table(paired_path)
+        require_columns(ehr, EHR_COLUMNS, str(path))
+        try:
+            paired = pq.read_table(paired_path)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{paired_path}: cannot read the paired windows "
+                            f"({str(exc).splitlines()[0]})") from None
         paired_files.check_aligned(ehr, pl.from_arrow(paired.select(
             list(paired_files.KEY_COLUMNS))), str(paired_path))
-        frames.append(ehr.with_columns(
-            has_waveform=pl.from_arrow(paired["record_name"]).is_not_null()))
-        waves.append(paired_files.wave_array(paired["wave_values"], width or 0, str(paired_path))
-                     if width else np.zeros((0, 0), np.float32))
+        has, wave = paired_files.paired_samples(paired["record_name"], paired["wave_values"],
+                                                samples or 0, str(paired_path))
+        frames.append(ehr.with_columns(has_waveform=pl.Series(has, dtype=pl.Boolean)))
+        waves.append(wave)
     # rows of the wave array, numbered in file order, carried through the sort
     ehr = pl.concat(frames, how="vertical_relaxed")
-    wave_row = pl.when(pl.col("has_waveform")).then(
-        pl.col("has_waveform").cast(pairs.ROW).cum_sum() - 1)
-    ehr = ehr.with_columns(_wave_row=wave_row).sort(
-        "subject_id", "stay_id", "window_start")
+    ehr = ehr.with_columns(_wave_row=paired_files.wave_rows(ehr["has_waveform"].to_numpy())
+                           ).sort("subject_id", "stay_id", "window_start", maintain_order=True)
     wave = (np.concatenate([w for w in waves if w.size], axis=0) if any(w.size for w in waves)
             else np.zeros((0, width or 0), np.float32))
     return ehr, wave
@@ -115,7 +117,7 @@ def load_multimodal(params: Any) -> Prepared:
     stats = read_ehr_stats(stats_path)
     paired_folder = params.path(params.pair_windows.out)
     lone_path = params.path(params.pair_windows.wave_only)
-    ehr, paired_waves = read_paired_ehr(ehr_folder, paired_folder, cfg.channel)
+    ehr, paired_waves = read_paired_ehr(ehr_folder, paired_folder, cfg)
     if ehr.height == 0:
         raise DataError(f"{ehr_folder}: no EHR windows; run `medae run featurize_ehr`")
     n_values = ehr_target_width(ehr, stats, ehr_folder, stats_path)
@@ -124,19 +126,22 @@ def load_multimodal(params: Any) -> Prepared:
     lone = pl.read_parquet(lone_path, columns=["subject_id", "record_name"])
     wave_rows = paired_waves
     if lone.height:
-        width = pairing(lone_path, cfg.channel)
+        width = pairing(lone_path, cfg, wave_only_per_stay=cfg.wave_only_per_stay)
         if len(paired_waves) and width != paired_waves.shape[1]:
             raise DataError(f"{lone_path}: waveform windows of {width} samples, "
                             f"{paired_waves.shape[1]} in {paired_folder}; "
                             f"run `medae run pair_windows`")
-        lone_waves = paired_files.wave_array(pq.read_table(lone_path, columns=[
-            "wave_values"])["wave_values"], width, str(lone_path))
+        columns = pq.read_table(lone_path, columns=["record_name", "wave_values"])
+        _, lone_waves = paired_files.paired_samples(columns["record_name"],
+                                                    columns["wave_values"], width,
+                                                    str(lone_path))
         wave_rows = np.concatenate([wave_rows.reshape(-1, width), lone_waves])
     table = multimodal_table(ehr, lone, len(paired_waves), cfg, params.path(cfg.splits))
     if len(wave_rows) == 0:
-        raise DataError(f"{paired_folder}: no linked '{cfg.channel}' window "
-                        f"lies inside an EHR window or belongs to a stay without EHR windows; "
-                        f"nothing to fuse (see docs/models.md, multimodal training)")
+        raise DataError(f"{paired_folder}: no linked '{cfg.channel}' window with q_nan_frac "
+                        f"<= {cfg.max_nan_frac} of {params.path(cfg.wave_features)} lies inside "
+                        f"an EHR window or belongs to a stay without EHR windows; nothing to "
+                        f"fuse (see docs/models.md, multimodal training)")
     ehr_rows = ehr_inputs(ehr)
     split_rows = {s: table.filter(pl.col("split") == s) for s in ("train", "tuning")}
     if cfg.max_rows:

@@ -109,9 +109,9 @@ def read_samples(keys: pl.DataFrame, groups: Groups, width: int, where: str) -> 
     out = np.empty((keys.height, width), np.float32)
     for at_rows, values, source in parts:
         if values.shape[1] != width:
-            raise DataError(f"{where}: fused waveform windows of {source} have "
-                            f"{values.shape[1]} samples; the model expects {width} "
-                            f"(window_waveforms params changed since train_multimodal?)")
+            raise DataError(f"{where}: waveform windows of {source} have "
+                            f"{values.shape[1]} samples, the first eligible one {width} "
+                            f"(records windowed with other window_waveforms params?)")
         out[at_rows] = values
     return out
 

@@ -241,9 +241,9 @@ def test_pairs_on_another_channel_are_refused(project, exported, tmp_path):
     original = paired.read_bytes()
     table = pl.read_parquet(paired)
     try:
-        paired_files.write_paired(table, paired, "ppg", 128)
-        with pytest.raises(DataError, match=r"part_0000.parquet: paired on channel 'ppg', the "
-                                            r"model fuses 'ecg_ii'"):
+        paired_files.write_paired(table, paired, {"channel": "ppg", "samples": 128})
+        with pytest.raises(DataError, match=r"part_0000.parquet: paired with channel 'ppg', "
+                                            r"the model has 'ecg_ii'"):
             latents.run(params)
     finally:
         paired.write_bytes(original)

@@ -143,8 +143,8 @@ def test_pairs_of_another_channel_are_refused_naming_the_file(workdir):
     from tests.training.conftest import multimodal_params
 
     pair_windows.run(multimodal_params(workdir))
-    with pytest.raises(DataError, match=r"paired_windows/part_0000.parquet: paired on channel "
-                                        r"'ecg_ii', train_multimodal.channel is 'ppg'"):
+    with pytest.raises(DataError, match=r"paired_windows/part_0000.parquet: paired with "
+                                        r"channel 'ecg_ii', train_multimodal has 'ppg'"):
         load_multimodal(multimodal_params(workdir, "train_multimodal.channel=ppg"))
 
 
@@ -159,8 +159,9 @@ def test_unlinked_waveforms_leave_nothing_to_fuse_naming_the_folder(workdir):
     summary = pair_windows.run(params)
     assert (summary["rows_written"], summary["rows_fused"], summary["wave_only_rows"]) == (
         180, 0, 0)
-    with pytest.raises(DataError, match=r"paired_windows: no linked 'ecg_ii' window lies "
-                                        r"inside an EHR window or belongs to a stay without"):
+    with pytest.raises(DataError, match=r"paired_windows: no linked 'ecg_ii' window with "
+                                        r"q_nan_frac <= 0.1 of .*/waveform_windows lies inside "
+                                        r"an EHR window or belongs to a stay without"):
         load_multimodal(params)
 
 
@@ -238,3 +239,58 @@ def test_multimodal_fit_resumes_bitwise_on_paired_rows(paired, tmp_path, fusion)
     assert resumed.resumed_from == 2
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@needs_section
+def test_rows_equal_the_rule_across_parts_in_any_order_and_parts_follow_their_inputs(workdir):
+    """Three EHR window files (one whose stays have no waveform, rows shuffled in another):
+    train_multimodal's rows still equal the rule on a full read (the paired rows are numbered
+    across files and sorted globally); a pairing param change pairs every part again, and a
+    removed EHR file's pairs go with it."""
+    from medae.training.train_multimodal import load_multimodal
+    from tests.training.conftest import multimodal_params
+
+    ehr = read_ehr_windows(workdir / "ehr_windows")
+    folder = workdir / "ehr_parts"
+    folder.mkdir()
+    kind = (pl.col("stay_id") - 3000) % 4
+    ehr.filter(kind == 2).write_parquet(folder / "part_0000.parquet")  # no linked window
+    ehr.filter(kind.is_in([0, 1])).sample(fraction=1.0, shuffle=True, seed=3).write_parquet(
+        folder / "part_0001.parquet")
+    ehr.filter(kind == 3).write_parquet(folder / "part_0002.parquet")
+    params = multimodal_params(workdir, f"train_multimodal.ehr_features={folder}")
+    cfg = params.train_multimodal
+    wave = pairs.linked(read_channel_windows(workdir / "linked_waveform_windows", cfg.channel,
+                                             cfg.max_nan_frac, LINKED_WAVE_COLUMNS)[0])
+    table, used = pairs.keep_used_waves(reference_table(ehr, wave, cfg, params.path(cfg.splits)))
+    summary = pair_windows.run(params)
+    assert (summary["paired"], summary["rows_fused"]) == (
+        ["part_0000.parquet", "part_0001.parquet", "part_0002.parquet"], 105)
+    data = load_multimodal(params)
+    for split, rows in (("train", data.train), ("tuning", data.tuning)):
+        np.testing.assert_array_equal(rows, pairs.gather_rows(
+            table.filter(pl.col("split") == split), ehr_inputs(ehr), waveform_inputs(wave[used])))
+
+    assert pair_windows.run(params)["paired"] == []
+    looser = multimodal_params(workdir, f"train_multimodal.ehr_features={folder}",
+                               "train_multimodal.max_nan_frac=0.5")
+    assert len(pair_windows.run(looser)["paired"]) == 3
+    with pytest.raises(DataError, match=r"part_0000.parquet: paired with max_nan_frac 0.5, "
+                                        r"train_multimodal has 0.1"):
+        load_multimodal(params)
+    (folder / "part_0002.parquet").unlink()
+    assert pair_windows.run(looser)["paired"] == []
+    out = params.path(params.pair_windows.out)
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["part_0000.parquet",
+                                                            "part_0001.parquet"]
+
+
+@needs_section
+def test_a_missing_waveform_folder_is_refused_naming_it(workdir):
+    from tests.training.conftest import multimodal_params
+
+    params = multimodal_params(workdir, f"train_multimodal.wave_features={workdir}/nowhere")
+    with pytest.raises(DataError, match=r"nowhere: no \*.parquet waveform windows "
+                                        r"\(train_multimodal.wave_features\); run `medae run "
+                                        r"window_waveforms`"):
+        pair_windows.run(params)

@@ -85,9 +85,9 @@ def test_samples_are_read_for_the_paired_windows_only_and_match_a_full_read(tmp_
     np.testing.assert_array_equal(index.samples(keys[chosen], 10, "part_0000.parquet"),
                                   waveform_inputs(full[chosen]))
     for row, name in ((0, "r11"), (40, "r99")):
-        with pytest.raises(DataError, match=rf"part_0000.parquet: fused waveform windows of "
-                                            rf"{name}.parquet have 10 samples; the model "
-                                            rf"expects 12"):
+        with pytest.raises(DataError, match=rf"part_0000.parquet: waveform windows of "
+                                            rf"{name}.parquet have 10 samples, the first "
+                                            rf"eligible one 12"):
             index.samples(keys[[row]], 12, "part_0000.parquet")
 
 
@@ -135,8 +135,9 @@ def test_paired_files_keep_the_pairs_and_refuse_what_does_not_match(tmp_path):
                                   waveform_inputs(full[0])[0])
     path = tmp_path / "paired" / "part_0000.parquet"
     path.parent.mkdir()
-    paired_files.write_paired(table, path, "ecg_ii", width)
-    assert paired_files.pairing_of(path) == {"channel": "ecg_ii", "samples": 4}
+    paired_files.write_paired(table, path, index.pairing(width))
+    assert paired_files.pairing_of(path) == {"channel": "ecg_ii", "max_nan_frac": 0.5,
+                                             "samples": 4}
     assert pq.read_schema(path).field("wave_values").nullable is False
     slices = list(paired_files.side_by_side(iter([ehr[:2], ehr[2:]]), path))
     assert [b.num_rows for _, b in slices] == [2, 1]
@@ -155,6 +156,12 @@ def test_paired_files_keep_the_pairs_and_refuse_what_does_not_match(tmp_path):
     with pytest.raises(DataError, match=r"here: paired windows do not match the EHR windows "
                                         r"row for row"):
         paired_files.check_aligned(ehr.reverse(), table, "here")
+    broken = table.with_columns(wave_values=pl.Series([[0.0] * 3, [], []],
+                                                      dtype=pl.List(pl.Float32)))
+    paired_files.write_paired(broken, path, index.pairing(width))
+    batch = next(paired_files.side_by_side(iter([ehr]), path))[1]
+    with pytest.raises(DataError, match=r"part: row 0: 3 paired waveform samples, 4 expected"):
+        paired_files.paired_rows(batch, 4, "part")
     pl.DataFrame({"x": [1]}).write_parquet(tmp_path / "plain.parquet")
     with pytest.raises(DataError, match=r"plain.parquet: not a paired windows file"):
         paired_files.pairing_of(tmp_path / "plain.parquet")
