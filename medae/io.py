@@ -275,6 +275,9 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+DIGESTS = "_digests.json"  # the usual name of a file_digests cache in a stage's cache folder
+
+
 def stamp(path: str | os.PathLike[str]) -> list[int]:
     """What changes whenever a file's bytes may have: size, mtime, ctime (ns) and inode."""
     st = os.stat(path)
@@ -317,6 +320,14 @@ def per_file_cached(paths: Sequence[Path], cache: Path | None,
     return values
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def file_digests(paths: Sequence[Path], cache: Path | None = None) -> list[str]:
     """:func:`file_digest` of every path, one thread per core (hashlib releases the GIL).
 
@@ -333,9 +344,7 @@ def file_digests(paths: Sequence[Path], cache: Path | None = None) -> list[str]:
     from concurrent.futures import ThreadPoolExecutor
 
     def digest_all(todo: list[Path]) -> list[str]:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)  # the cores this process may use (a container's share)
-        with ThreadPoolExecutor(max(1, min(cores, len(todo)))) as pool:
+        with ThreadPoolExecutor(max(1, min(usable_cores(), len(todo)))) as pool:
             return list(pool.map(file_digest, todo))
 
     return per_file_cached(paths, cache, digest_all)

@@ -44,14 +44,13 @@ import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError
 from medae.executor import usable_cores
-from medae.io import atomic_dir, file_digests, read_state, write_json_atomic
+from medae.io import DIGESTS, atomic_dir, file_digests, read_state, write_json_atomic
 from medae.privacy.protection import Protection
 from medae.training.encode import EHR_PARTS
 
 log = logging.getLogger(__name__)
 
 FINGERPRINTS = "_fingerprints.json"
-DIGESTS = "_digests.json"  # input files' digests by size, mtime, ctime, inode (file_digests)
 MANIFEST = "_manifest.json"
 EHR_KEYS = ("subject_id", "hadm_id", "stay_id", "window_start", "window_end")
 WAVEFORM_KEYS = ("subject_id", "stay_id", "record_name", "channel", "window_start", "window_end",

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from medae.errors import DataError
 from medae.export import latents
 from medae.io import file_digests
 from medae.training import paired_files, pairs
@@ -40,17 +39,9 @@ class FusedWindows:
         self.paired_folder = Path(paired_folder)
         self.cache = cache  # folder of the digests kept by file stamp (medae.io.file_digests)
 
-    def paired(self, ehr_file: Path) -> Path:
-        """The paired file of an EHR window file; a clear error when it is missing."""
-        path = self.paired_folder / ehr_file.name
-        if not path.exists():
-            raise DataError(f"{path}: no paired windows for {ehr_file}; "
-                            f"run `medae run pair_windows`")
-        return path
-
     def fingerprints(self, ehr_files: Sequence[Path]) -> dict[str, str]:
         """Per EHR file: ``+`` and the digest of its paired file."""
-        paired = [self.paired(p) for p in ehr_files]
+        paired = [paired_files.paired_file(self.paired_folder, p) for p in ehr_files]
         digests = file_digests(paired, self.cache / latents.DIGESTS
                                if self.cache is not None else None)
         return {p.name: "+" + d[:16] for p, d in zip(ehr_files, digests, strict=True)}
@@ -59,7 +50,7 @@ class FusedWindows:
                batch_rows: int) -> pl.DataFrame | None:
         """Every EHR window of ``path`` -> its multimodal latents (input row order kept)."""
         model = encoder.load() if isinstance(encoder, latents.LazyEncoder) else encoder
-        paired = self.paired(path)
+        paired = paired_files.paired_file(self.paired_folder, path)
         width = check_pairing(paired, model)
         ehr = latents.iter_windows(path, batch_rows, latents.READ_COLUMNS["ehr"],
                                    reader_threads=False)

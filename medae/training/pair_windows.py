@@ -38,13 +38,12 @@ import pyarrow.parquet as pq
 
 from medae.errors import DataError
 from medae.executor import map_items
-from medae.io import file_digests, per_file_cached, read_state, write_json_atomic
+from medae.io import DIGESTS, file_digests, per_file_cached, read_state, write_json_atomic
 from medae.training import paired_files, pairs, wave_reader
 
 log = logging.getLogger(__name__)
 
 FINGERPRINTS = "_fingerprints.json"
-DIGESTS = "_digests.json"  # input files' digests by file stamp (medae.io.file_digests)
 FOOTERS = "_footers.json"  # waveform files' stays and row groups, likewise
 EHR_KEYS = ("stay_id", "window_start", "window_end")  # what pairing reads of an EHR window
 
@@ -169,18 +168,13 @@ def pair_part(ehr_file: Path, index: WaveIndex) -> tuple[pl.DataFrame, int | Non
                         f"({str(exc).splitlines()[0]})") from None
     keys = index.keys(set(ehr["stay_id"].drop_nulls()), f"in {ehr_file.name}")
     width = wave_reader.sample_count(keys, index.groups) if keys.height else None
-    rows = (pairs.pair_ehr_windows(ehr, pairs.wave_spans(keys, samples=width)) if width
-            else pl.DataFrame({"ehr_row": pl.int_range(ehr.height, eager=True),
-                               "wave_row": pl.repeat(None, ehr.height, dtype=pairs.ROW,
-                                                     eager=True)}))
-    rows, used = pairs.keep_used_waves(rows)
+    rows, used = pairs.keep_used_waves(
+        pairs.pair_ehr_windows(ehr, pairs.wave_spans(keys, samples=width or 0)))
     waves = (index.samples(keys[used], width, ehr_file.name) if len(used)
              else np.zeros((0, width or 0), np.float32))
-    wave_keys = keys[used].select("record_name", "start_s")
-    at = rows["wave_row"]
+    chosen, at = keys[used], rows["wave_row"]
     table = ehr.select(*paired_files.KEY_COLUMNS).with_columns(
-        record_name=wave_keys["record_name"].gather(at) if len(used) else pl.lit(None, pl.String),
-        start_s=wave_keys["start_s"].gather(at) if len(used) else pl.lit(None, pl.Float64),
+        record_name=chosen["record_name"].gather(at), start_s=chosen["start_s"].gather(at),
         wave_values=paired_files.rows_as_lists(waves, at.to_numpy(allow_copy=True)))
     return table, width
 

@@ -63,6 +63,15 @@ def write_paired(table: pl.DataFrame, path: Path, pairing: dict[str, Any]) -> No
             {META: json.dumps(pairing, sort_keys=True).encode()}), tmp, compression="lz4")
 
 
+def paired_file(paired_folder: Path, ehr_file: Path) -> Path:
+    """The paired file of an EHR window file (same name); a clear error when it is missing."""
+    path = Path(paired_folder) / ehr_file.name
+    if not path.exists():
+        raise DataError(f"{path}: no paired windows for {ehr_file}; "
+                        f"run `medae run pair_windows`")
+    return path
+
+
 def pairing_of(path: Path) -> dict[str, Any]:
     """How a paired file was paired (its ``medae.pairing`` metadata)."""
     try:

@@ -44,6 +44,15 @@ def pairing(path: Path, cfg: Any, **more: Any) -> int | None:
     return paired_files.check_pairing(path, expected, "train_multimodal has")["samples"]
 
 
+def read_paired(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A paired (or wave-only) file, whole; a clear error naming it when unreadable."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: cannot read the paired windows "
+                        f"({str(exc).splitlines()[0]})") from None
+
+
 def read_paired_ehr(ehr_folder: Path, paired_folder: Path, cfg: Any
                     ) -> tuple[pl.DataFrame, np.ndarray]:
     """Every EHR window with its paired window (stage ``pair_windows``, paired as ``cfg``
@@ -53,10 +62,7 @@ def read_paired_ehr(ehr_folder: Path, paired_folder: Path, cfg: Any
     frames, waves = [], []
     width = None
     for path in parquet_files(ehr_folder, "featurize_ehr"):
-        paired_path = paired_folder / path.name
-        if not paired_path.exists():
-            raise DataError(f"{paired_path}: no paired windows for {path}; "
-                            f"run `medae run pair_windows`")
+        paired_path = paired_files.paired_file(paired_folder, path)
         samples = pairing(paired_path, cfg)
         if samples is not None and width is not None and samples != width:
             raise DataError(f"{paired_path}: waveform windows of {samples} samples, "
@@ -64,11 +70,7 @@ def read_paired_ehr(ehr_folder: Path, paired_folder: Path, cfg: Any
         width = samples if samples is not None else width
         ehr = pl.read_parquet(path)
         require_columns(ehr, EHR_COLUMNS, str(path))
-        try:
-            paired = pq.read_table(paired_path)
-        except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{paired_path}: cannot read the paired windows "
-                            f"({str(exc).splitlines()[0]})") from None
+        paired = read_paired(paired_path)
         paired_files.check_aligned(ehr, pl.from_arrow(paired.select(
             list(paired_files.KEY_COLUMNS))), str(paired_path))
         has, wave = paired_files.paired_samples(paired["record_name"], paired["wave_values"],
@@ -123,7 +125,8 @@ def load_multimodal(params: Any) -> Prepared:
     n_values = ehr_target_width(ehr, stats, ehr_folder, stats_path)
     if not lone_path.exists():
         raise DataError(f"{lone_path}: no wave-only rows; run `medae run pair_windows`")
-    lone = pl.read_parquet(lone_path, columns=["subject_id", "record_name"])
+    columns = read_paired(lone_path, ["subject_id", "record_name", "wave_values"])
+    lone = pl.from_arrow(columns.select(["subject_id", "record_name"]))
     wave_rows = paired_waves
     if lone.height:
         width = pairing(lone_path, cfg, wave_only_per_stay=cfg.wave_only_per_stay)
@@ -131,7 +134,6 @@ def load_multimodal(params: Any) -> Prepared:
             raise DataError(f"{lone_path}: waveform windows of {width} samples, "
                             f"{paired_waves.shape[1]} in {paired_folder}; "
                             f"run `medae run pair_windows`")
-        columns = pq.read_table(lone_path, columns=["record_name", "wave_values"])
         _, lone_waves = paired_files.paired_samples(columns["record_name"],
                                                     columns["wave_values"], width,
                                                     str(lone_path))
