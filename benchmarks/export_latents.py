@@ -156,7 +156,7 @@ def timed_export(modality, encoder, out: Path, batch_rows: int,
     """``export_modality`` end to end into an emptied ``out``: (rows, seconds).
 
     Every part is encoded, as after a new champion. What the previous run cached of the
-    unchanged input files (digests, record footers) is kept, unless ``cold``.
+    unchanged input files (their digests) is kept, unless ``cold``.
     """
     from medae.export.latents import ModelRef, export_modality
 
