@@ -202,9 +202,11 @@ def main() -> None:
 
     import torch
 
+    from medae.allocator import describe
     from medae.config import load_params
     from medae.training.encode import best_device
 
+    print(describe())  # both sides run with the allocator settings of `medae run`
     params = load_params()
     device = best_device() if args.device == "auto" else args.device
     batch_rows = params.export_latents.batch_rows

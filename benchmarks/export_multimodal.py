@@ -148,8 +148,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu",
                         help="cpu | cuda | auto (export's own choice: CUDA, then MPS, then CPU)")
     args = parser.parse_args()
+    from medae.allocator import describe
     from medae.training.encode import best_device
 
+    print(describe())  # every side runs with the allocator settings of `medae run`
     device = best_device() if args.device == "auto" else args.device
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml", [])
     bins, variables = 24, 14

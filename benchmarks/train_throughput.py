@@ -107,6 +107,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each side")
     args = ap.parse_args()
+    from medae.allocator import describe
+
+    print(describe())  # both sides run with the allocator settings of `medae run`
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

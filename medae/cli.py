@@ -159,8 +159,10 @@ def evaluate(params: ParamsOpt = None, set_: SetOpt = None) -> None:
     setup_logging()
 
     def body() -> None:
+        from medae.allocator import keep_freed_memory
         from medae.stages import resolve
 
+        keep_freed_memory()  # a batch process, as every stage (medae.stages.run_stage)
         _print_json(resolve("evaluate")(_load(params, set_)))
 
     guarded(body)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from medae import ehr, export, training, waveforms
+from medae.allocator import keep_freed_memory
 from medae.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,12 @@ def resolve(name: str) -> Callable[[Any], dict[str, Any]]:
 
 
 def run_stage(name: str, params: Any) -> dict[str, Any]:
-    """Run one stage and return its summary with the wall time added."""
+    """Run one stage and return its summary with the wall time added.
+
+    A stage is a batch process: freed memory is kept for its next batch (medae.allocator).
+    """
     fn = resolve(name)
+    keep_freed_memory()
     t0 = time.perf_counter()
     log.info("stage %s: starting", name)
     summary = dict(fn(params) or {})
