@@ -4,7 +4,7 @@ Each EHR window file ``part_NNNN.parquet`` (``train_multimodal.ehr_features``) g
 file of the same name in ``pair_windows.out``, row for row: the EHR window's ``stay_id`` and
 ``window_start`` (checked by every reader), the waveform window :mod:`medae.training.pairs`
 pairs with it (``record_name``, ``start_s``, both null when none) and its samples
-``wave_values`` (an empty list when none). Stays with waveforms but no EHR window give the
+``wave_values`` (empty when none). Stays with waveforms but no EHR window give the
 wave-only rows, at most ``train_multimodal.wave_only_per_stay`` each, in
 ``pair_windows.wave_only``. Eligible waveform windows: the ``train_multimodal.channel`` ones
 with ``q_nan_frac <= train_multimodal.max_nan_frac``, linked to a stay in time.
@@ -175,7 +175,7 @@ def pair_part(ehr_file: Path, index: WaveIndex) -> tuple[pl.DataFrame, int | Non
     chosen, at = keys[used], rows["wave_row"]
     table = ehr.select(*paired_files.KEY_COLUMNS).with_columns(
         record_name=chosen["record_name"].gather(at), start_s=chosen["start_s"].gather(at),
-        wave_values=paired_files.rows_as_lists(waves, at.to_numpy(allow_copy=True)))
+        wave_values=paired_files.rows_as_samples(waves, at.to_numpy(allow_copy=True)))
     return table, width
 
 
@@ -211,7 +211,7 @@ def wave_only(with_ehr: set[int], index: WaveIndex, per_stay: int
     if keys is None or keys.height == 0:
         return pl.DataFrame(schema={"subject_id": pl.Int64, "stay_id": pl.Int64,
                                     "record_name": pl.String, "start_s": pl.Float64,
-                                    "wave_values": pl.List(pl.Float32)}), None
+                                    "wave_values": pl.Binary}), None
     width = wave_reader.sample_count(keys, index.groups)
     spans = pairs.wave_spans(keys, samples=width)
     rows = pairs.wave_only_windows(pl.DataFrame({"stay_id": sorted(with_ehr)},
@@ -219,9 +219,9 @@ def wave_only(with_ehr: set[int], index: WaveIndex, per_stay: int
                                    spans, per_stay)
     used = rows["wave_row"].to_numpy()
     waves = index.samples(keys[used], width, "the stays without EHR windows")
-    lists = paired_files.rows_as_lists(waves, np.arange(len(used), dtype=np.float64))
+    samples = paired_files.rows_as_samples(waves, np.arange(len(used), dtype=np.float64))
     return keys[used].select("subject_id", "stay_id", "record_name", "start_s").with_columns(
-        wave_values=lists), width
+        wave_values=samples), width
 
 
 def pair_all(ehr_folder: Path, index: WaveIndex, out: Path, wave_only_file: Path,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -129,16 +130,17 @@ def test_paired_files_keep_the_pairs_and_refuse_what_does_not_match(tmp_path):
     # window 0 (0-4 s) in the first EHR window; the second needs 30-34 s: window 3 (30 s) is
     # too gappy (every 4th), 40 s ends after 35 s; stay 12 has no record
     assert table["start_s"].to_list() == [0.0, None, None]
-    assert table["wave_values"].list.len().to_list() == [4, 0, 0]
+    assert [len(paired_files.samples_of(b)) for b in table["wave_values"]] == [4, 0, 0]
     full = pl.read_parquet(waves / "r11.parquet")
-    np.testing.assert_array_equal(table["wave_values"][0].to_numpy(),
+    np.testing.assert_array_equal(paired_files.samples_of(table["wave_values"][0]),
                                   waveform_inputs(full[0])[0])
     path = tmp_path / "paired" / "part_0000.parquet"
     path.parent.mkdir()
     paired_files.write_paired(table, path, index.pairing(width))
     assert paired_files.pairing_of(path) == {"channel": "ecg_ii", "max_nan_frac": 0.5,
                                              "samples": 4}
-    assert pq.read_schema(path).field("wave_values").nullable is False
+    field = pq.read_schema(path).field("wave_values")
+    assert field.type == pa.large_binary() and field.nullable is False
     slices = list(paired_files.side_by_side(iter([ehr[:2], ehr[2:]]), path))
     assert [b.num_rows for _, b in slices] == [2, 1]
     for read_rows in (1, 2):  # paired batches smaller than, or as large as, the EHR batches
@@ -146,7 +148,7 @@ def test_paired_files_keep_the_pairs_and_refuse_what_does_not_match(tmp_path):
         assert [b.to_pylist() for _, b in again] == [b.to_pylist() for _, b in slices]
     rows, samples = paired_files.paired_rows(slices[0][1], 4, "part")
     assert rows["wave_row"].to_list() == [0, None] and samples.shape == (1, 4)
-    np.testing.assert_array_equal(samples[0], table["wave_values"][0].to_numpy())
+    np.testing.assert_array_equal(samples[0], paired_files.samples_of(table["wave_values"][0]))
     rows, samples = paired_files.paired_rows(slices[1][1], 4, "part")  # no waveform at all
     assert rows["wave_row"].to_list() == [None] and samples.shape == (0, 4)
     inputs = pairs.gather_rows(rows, np.ones((1, 3), np.float32), samples)
@@ -156,12 +158,17 @@ def test_paired_files_keep_the_pairs_and_refuse_what_does_not_match(tmp_path):
     with pytest.raises(DataError, match=r"here: paired windows do not match the EHR windows "
                                         r"row for row"):
         paired_files.check_aligned(ehr.reverse(), table, "here")
-    broken = table.with_columns(wave_values=pl.Series([[0.0] * 3, [], []],
-                                                      dtype=pl.List(pl.Float32)))
+    broken = table.with_columns(wave_values=pl.Series([np.zeros(3, "<f4").tobytes(), b"", b""],
+                                                      dtype=pl.Binary))
     paired_files.write_paired(broken, path, index.pairing(width))
     batch = next(paired_files.side_by_side(iter([ehr]), path))[1]
     with pytest.raises(DataError, match=r"part: row 0: 3 paired waveform samples, 4 expected"):
         paired_files.paired_rows(batch, 4, "part")
+    # samples as lists (the first paired format): refused, re-pairing named
+    lists = pa.array([[0.0] * 4, [], []], pa.large_list(pa.float32()))
+    with pytest.raises(DataError, match=r"part: wave_values is large_list<item: float>, not the "
+                                        r"samples as binary .*run `medae run pair_windows`"):
+        paired_files.paired_samples(batch.column("record_name"), lists, 4, "part")
     pl.DataFrame({"x": [1]}).write_parquet(tmp_path / "plain.parquet")
     with pytest.raises(DataError, match=r"plain.parquet: not a paired windows file"):
         paired_files.pairing_of(tmp_path / "plain.parquet")
