@@ -40,13 +40,15 @@ from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError
 from medae.executor import usable_cores
 from medae.io import DIGESTS, atomic_dir, file_digests, read_state, write_json_atomic
 from medae.privacy.protection import Protection
-from medae.training.encode import EHR_PARTS
+from medae.training.encode import EHR_PARTS, arrow_column
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +117,9 @@ def latent_names(width: int) -> list[str]:
     return [f"z_{i:0{digits}d}" for i in range(width)]
 
 
-def key_frame(windows: pl.DataFrame, kind: str) -> pl.DataFrame:
-    """The key columns of a windows table, typed per the latent contract.
+def key_frame(windows: pl.DataFrame | pa.RecordBatch, kind: str) -> pl.DataFrame:
+    """The key columns of a windows table (a Polars frame or an Arrow batch), typed per the
+    latent contract; only the key columns are converted to Polars.
 
     Waveform windows carry no end time: it is ``window_start + n_samples / fs``.
 
@@ -126,20 +129,33 @@ def key_frame(windows: pl.DataFrame, kind: str) -> pl.DataFrame:
     ...     "fs": [2.0], "values": [[0.0, 1.0, 2.0, 3.0]]})
     >>> key_frame(w, "waveforms")["window_end"].to_list()
     [datetime.datetime(2020, 1, 1, 0, 0, 2)]
+    >>> key_frame(w.to_arrow(), "waveforms").equals(key_frame(w, "waveforms"))
+    True
     """
+    keys = WAVEFORM_KEYS if kind == "waveforms" else EHR_KEYS
     if kind == "waveforms":
-        seconds = pl.col("values").list.len() / pl.col("fs")
-        windows = windows.with_columns(
+        # the samples per window, from the list offsets: the samples themselves stay in Arrow
+        samples = pc.list_value_length(arrow_column(windows, "values", "waveform windows"))
+        frame = _as_polars(windows, [k for k in keys if k != "window_end"] + ["fs"])
+        seconds = pl.Series(samples).cast(pl.Float64) / frame["fs"]
+        frame = frame.with_columns(
             window_end=pl.col("window_start")
             + pl.duration(microseconds=(seconds * 1e6).round().cast(pl.Int64))
         )
-        keys = WAVEFORM_KEYS
     else:
-        keys = EHR_KEYS
+        frame = _as_polars(windows, list(keys))
     types = {"subject_id": pl.Int64, "hadm_id": pl.Int64, "stay_id": pl.Int64,
              "record_name": pl.String, "channel": pl.String, "start_s": pl.Float64,
              "window_start": pl.Datetime("us"), "window_end": pl.Datetime("us")}
-    return windows.select(pl.col(k).cast(types[k]) for k in keys)
+    return frame.select(pl.col(k).cast(types[k]) for k in keys)
+
+
+def _as_polars(windows: pl.DataFrame | pa.RecordBatch, columns: list[str]) -> pl.DataFrame:
+    """These columns of ``windows`` as a Polars frame (absent ones are left out: the
+    select that follows names them)."""
+    if isinstance(windows, pl.DataFrame):
+        return windows.select(c for c in columns if c in windows.columns)
+    return pl.from_arrow(windows.select([c for c in columns if c in windows.schema.names]))
 
 
 def latent_frame(keys: pl.DataFrame, z: np.ndarray, ref: ModelRef) -> pl.DataFrame:
@@ -191,22 +207,21 @@ def meds_events(latents: pl.DataFrame) -> pl.DataFrame:
 
 
 def iter_windows(path: Path, batch_rows: int, columns: Sequence[str] | None = None, *,
-                 reader_threads: bool = True) -> Iterator[pl.DataFrame]:
-    """Stream a windows Parquet file in batches of at most ``batch_rows`` rows.
+                 reader_threads: bool = True) -> Iterator[pa.RecordBatch]:
+    """Stream a windows Parquet file in Arrow batches of at most ``batch_rows`` rows.
 
     Only ``columns`` are decoded (all when None); a column the file lacks is simply not read,
-    so the input builder names it in its own error. ``reader_threads``: decode the columns
-    on Arrow's thread pool (off to measure one thread's CPU time).
+    so the input builder names it in its own error. The batches stay in Arrow: the model
+    inputs are read from its list buffers (``medae.training.encode.list_values``) and only
+    the keys become Polars (:func:`key_frame`). ``reader_threads``: decode the columns on
+    Arrow's thread pool (off to measure one thread's CPU time).
     """
     try:
         reader = pq.ParquetFile(path)
         present = set(reader.schema_arrow.names)
         wanted = None if columns is None else [c for c in columns if c in present]
-        for batch in reader.iter_batches(batch_size=batch_rows, columns=wanted,
-                                         use_threads=reader_threads):
-            frame = pl.from_arrow(batch)
-            del batch  # the consumer's frame is the only reference while it runs (encode_file)
-            yield frame
+        yield from reader.iter_batches(batch_size=batch_rows, columns=wanted,
+                                       use_threads=reader_threads)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read windows Parquet ({exc})") from None
 
@@ -222,13 +237,14 @@ def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
     parts = []
     for n, batch in enumerate(iter_windows(path, batch_rows, modality.read_columns())):
         if channel is not None:
-            batch = batch.filter(pl.col("channel") == channel)
-        if batch.height == 0:
+            batch = batch.filter(pc.equal(arrow_column(batch, "channel", "waveform windows"),
+                                          channel))
+        if batch.num_rows == 0:
             continue
         inputs = modality.inputs(batch)
-        if len(inputs) != batch.height:
+        if len(inputs) != batch.num_rows:
             raise DataError(f"{path}: batch {n}: input builder returned {len(inputs)} rows "
-                            f"for {batch.height} windows")
+                            f"for {batch.num_rows} windows")
         z = encoder.encode(np.ascontiguousarray(inputs, dtype=np.float32))
         parts.append(latent_frame(key_frame(batch, modality.name), z, ref))
         # Free this batch's decoded columns before the next one is decoded: one decoded batch

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from medae.export import latents
 from medae.io import file_digests
@@ -56,10 +57,9 @@ class FusedWindows:
                                    reader_threads=False)
         parts = []
         for batch, pair in paired_files.side_by_side(ehr, paired, batch_rows):
-            if batch.height == 0:
+            if batch.num_rows == 0:
                 continue
-            paired_files.check_aligned(batch, pl.from_arrow(pair.select(
-                list(paired_files.KEY_COLUMNS))), f"{paired} (for {path.name})")
+            paired_files.check_aligned(batch, pair, f"{paired} (for {path.name})")
             rows, waves = paired_files.paired_rows(pair, width, str(paired))
             parts.append(encode_batch(batch, rows, waves, model, ref))
         return pl.concat(parts, how="vertical_relaxed") if parts else None
@@ -74,8 +74,8 @@ def check_pairing(paired: Path, model: Any) -> int:
     return width
 
 
-def encode_batch(batch: pl.DataFrame, rows: pl.DataFrame, waves: np.ndarray, encoder: Any,
-                 ref: latents.ModelRef) -> pl.DataFrame:
+def encode_batch(batch: pa.RecordBatch | pl.DataFrame, rows: pl.DataFrame, waves: np.ndarray,
+                 encoder: Any, ref: latents.ModelRef) -> pl.DataFrame:
     """One batch of EHR windows with their pairing ``rows`` (``ehr_row`` in the batch,
     ``wave_row`` in ``waves``), encoded: keys, ``has_waveform``, latents, lineage."""
     z = encoder.encode(pairs.gather_rows(rows, ehr_inputs(batch), waves))

@@ -165,18 +165,26 @@ def paired_samples(record_name: pa.Array | pa.ChunkedArray,
     return has, flat.reshape(n, width)
 
 
-def check_aligned(ehr: pl.DataFrame, paired: pl.DataFrame, where: str) -> None:
-    """The paired rows belong to these EHR windows, row for row; else name the file."""
-    same = (ehr.height == paired.height
-            and ehr.select(KEY_COLUMNS).equals(paired.select(KEY_COLUMNS)))
+def check_aligned(ehr: pl.DataFrame | pa.RecordBatch, paired: pl.DataFrame | pa.RecordBatch,
+                  where: str) -> None:
+    """The paired rows belong to these EHR windows, row for row; else name the file.
+    Either side may be a Polars frame or an Arrow batch (only the keys are compared)."""
+    same = len(ehr) == len(paired) and _keys(ehr).equals(_keys(paired))
     if not same:
         raise DataError(f"{where}: paired windows do not match the EHR windows row for row "
                         f"(EHR windows changed since pair_windows ran?); "
                         f"run `medae run pair_windows`")
 
 
-def side_by_side(batches: Iterator[pl.DataFrame], path: Path, batch_rows: int = 1 << 14
-                 ) -> Iterator[tuple[pl.DataFrame, pa.RecordBatch]]:
+def _keys(frame: pl.DataFrame | pa.RecordBatch) -> pl.DataFrame:
+    if isinstance(frame, pl.DataFrame):
+        return frame.select(KEY_COLUMNS)
+    return pl.from_arrow(frame.select(list(KEY_COLUMNS)))
+
+
+def side_by_side(batches: Iterator[pl.DataFrame | pa.RecordBatch], path: Path,
+                 batch_rows: int = 1 << 14
+                 ) -> Iterator[tuple[pl.DataFrame | pa.RecordBatch, pa.RecordBatch]]:
     """Each batch of EHR windows with the next as many rows of the paired file ``path``
     (streamed: memory holds a batch of samples, not the file's). Read in batches of
     ``batch_rows``, as the EHR windows are, the two files' batches usually line up one to one
@@ -187,19 +195,19 @@ def side_by_side(batches: Iterator[pl.DataFrame], path: Path, batch_rows: int = 
         chunks = reader.iter_batches(batch_size=batch_rows, use_threads=False)
         held: list[pa.RecordBatch] = []
         for batch in batches:
-            while sum(b.num_rows for b in held) < batch.height:
+            while sum(b.num_rows for b in held) < len(batch):
                 more = next(chunks, None)
                 if more is None:
                     break
                 held.append(more)
-            if len(held) == 1 and held[0].num_rows == batch.height:
+            if len(held) == 1 and held[0].num_rows == len(batch):
                 yield batch, held.pop()  # the usual case: the batches line up
                 continue
             table = pa.Table.from_batches(held, schema=reader.schema_arrow)
-            rest = table.slice(batch.height)
+            rest = table.slice(len(batch))
             held = rest.combine_chunks().to_batches() if rest.num_rows else []
-            yield batch, table.slice(0, batch.height).combine_chunks().to_batches(
-                max_chunksize=None)[0] if min(table.num_rows, batch.height) else \
+            yield batch, table.slice(0, len(batch)).combine_chunks().to_batches(
+                max_chunksize=None)[0] if min(table.num_rows, len(batch)) else \
                 pa.RecordBatch.from_pylist([], reader.schema_arrow)
         if held or next(chunks, None) is not None:
             raise DataError(f"{path}: more paired rows than EHR windows (EHR windows changed "

@@ -71,8 +71,7 @@ def read_paired_ehr(ehr_folder: Path, paired_folder: Path, cfg: Any
         ehr = pl.read_parquet(path)
         require_columns(ehr, EHR_COLUMNS, str(path))
         paired = read_paired(paired_path)
-        paired_files.check_aligned(ehr, pl.from_arrow(paired.select(
-            list(paired_files.KEY_COLUMNS))), str(paired_path))
+        paired_files.check_aligned(ehr, paired, str(paired_path))
         has, wave = paired_files.paired_samples(paired["record_name"], paired["wave_values"],
                                                 samples or 0, str(paired_path))
         frames.append(ehr.with_columns(has_waveform=pl.Series(has, dtype=pl.Boolean)))

@@ -223,9 +223,9 @@ def test_module_doctests():
 def test_only_key_and_input_columns_are_read(ehr: Modality):
     path = ehr.windows / "part_0000.parquet"
     batch = next(latents.iter_windows(path, 100, ehr.read_columns()))
-    assert batch.columns == ["subject_id", "hadm_id", "stay_id", "window_start", "window_end",
-                             "values", "mask", "static"]  # no delta, split or label decoded
-    assert next(latents.iter_windows(path, 100)).width == 11  # None = every column
+    assert batch.schema.names == ["subject_id", "hadm_id", "stay_id", "window_start",
+                                  "window_end", "values", "mask", "static"]  # no delta, split
+    assert next(latents.iter_windows(path, 100)).num_columns == 11  # None = every column
 
     pl.read_parquet(path).drop("mask").write_parquet(path)  # a missing input column...
     with pytest.raises(latents.DataError, match="EHR windows: missing column 'mask'"):
