@@ -18,6 +18,10 @@ prints the CPU seconds of each export phase on one thread (where the time goes).
 
 from __future__ import annotations
 
+from medae.allocator import keep_freed_memory
+
+keep_freed_memory()  # as `medae run` does, before numpy, torch, Polars and Arrow start threads
+
 import argparse
 import datetime as dt
 import os

@@ -31,6 +31,10 @@ faster counts), and the ratios.
 
 from __future__ import annotations
 
+from medae.allocator import keep_freed_memory
+
+keep_freed_memory()  # as `medae run` does, before numpy, torch, Polars and Arrow start threads
+
 import argparse
 import statistics
 import sys

@@ -21,6 +21,10 @@ Reports medians over epochs after the first (warm-up), then over alternating rep
 
 from __future__ import annotations
 
+from medae.allocator import keep_freed_memory
+
+keep_freed_memory()  # as `medae run` does, before numpy, torch, Polars and Arrow start threads
+
 import argparse
 import statistics
 import time

@@ -100,6 +100,9 @@ def run(
     setup_logging(verbose)
 
     def body() -> None:
+        from medae.allocator import keep_freed_memory
+
+        keep_freed_memory()  # before any library starts its threads (medae.allocator)
         from medae.stages import resolve, run_stage
 
         resolve(stage)  # unknown stage -> usage error before the params are even read
@@ -160,9 +163,10 @@ def evaluate(params: ParamsOpt = None, set_: SetOpt = None) -> None:
 
     def body() -> None:
         from medae.allocator import keep_freed_memory
+
+        keep_freed_memory()  # a batch process, as every stage, before any library's threads
         from medae.stages import resolve
 
-        keep_freed_memory()  # a batch process, as every stage (medae.stages.run_stage)
         _print_json(resolve("evaluate")(_load(params, set_)))
 
     guarded(body)
