@@ -150,13 +150,18 @@ def assemble_rows(ehr: np.ndarray, ehr_row: np.ndarray, wave: np.ndarray,
     [[2.0, 0.0, 0.0, 1.0, 0.0], [0.0, 5.0, 6.0, 0.0, 1.0]]
     """
     n, e_width, w_width = len(ehr_row), ehr.shape[1], wave.shape[1]
-    out = np.zeros((n, e_width + w_width + 2), np.float32)
+    # empty, not zeros: every entry is written once below. Memory a process keeps for reuse
+    # (medae.allocator) is not zero pages, so zeros would cost a pass over all the rows.
+    out = np.empty((n, e_width + w_width + 2), np.float32)
     has_e, has_w = ehr_row >= 0, wave_row >= 0
+    ehr_part, wave_part = out[:, :e_width], out[:, e_width:e_width + w_width]
     if has_e.all() and len(ehr) == n and (ehr_row == np.arange(n)).all():
-        out[:, :e_width] = ehr  # every row's own EHR window (export): no gather
+        ehr_part[:] = ehr  # every row's own EHR window (export): no gather
     else:
-        out[has_e, :e_width] = ehr[ehr_row[has_e]]
-    out[has_w, e_width:e_width + w_width] = wave[wave_row[has_w]]
+        ehr_part[has_e] = ehr[ehr_row[has_e]]
+        ehr_part[~has_e] = 0.0
+    wave_part[has_w] = wave[wave_row[has_w]]
+    wave_part[~has_w] = 0.0
     out[:, -2], out[:, -1] = has_e, has_w
     return out
 
