@@ -9,15 +9,16 @@ multimodal model's forward pass on 4,096-row batches took 0.29 s of kernel time 
 all (150,000 page faults per 32,768 rows); with the settings below, 0.01 s of 0.47-0.56 s
 (7,000 faults). Figures and commands: docs/refresh.md, "Allocator".
 
-:func:`keep_freed_memory` sets, through ``mallopt`` (glibc only; elsewhere nothing happens):
+:func:`keep_freed_memory` sets, through ``mallopt`` (glibc; on Linux only):
 
 - ``M_MMAP_THRESHOLD`` 32 MiB, glibc's largest: blocks up to 32 MiB come from the heap, and
   the threshold no longer moves;
 - ``M_TRIM_THRESHOLD`` 1 GiB and ``M_TOP_PAD`` 64 MiB: freed memory stays mapped for reuse;
 - ``M_ARENA_MAX`` 1: every thread allocates from the main heap, which keeps what it frees;
   glibc's per-thread arenas (up to 8 per core) are heaps of at most 64 MiB that hand freed
-  memory back on their own. EHR export with 2 worker threads: 0.08 s of kernel time per 40,000
-  windows instead of 0.41-0.52 s, 62-64k rows/s instead of 47-51k. The large buffers are few
+  memory back on their own. EHR export with 2 worker threads (and the mimalloc setting below):
+  0.05-0.08 s of kernel time per 40,000 windows instead of 0.41-0.52 s, 57-61k rows/s instead
+  of 47-51k. The large buffers are few
   (Polars and Arrow bring their own allocators), so one arena's lock costs nothing measurable.
 
 It also asks Arrow's allocator (mimalloc, where Parquet pages are decoded) to keep the pages
@@ -30,7 +31,8 @@ glibc fixes the number of arenas when the second thread allocates (called after 
 remain). ``medae run`` and ``medae evaluate`` call it first thing.
 
 Cost: the process keeps up to its peak heap until it exits, which a stage process does when
-the stage ends. Environment ``MEDAE_KEEP_FREED_MEMORY=0`` leaves glibc's defaults.
+the stage ends. Environment ``MEDAE_KEEP_FREED_MEMORY=0`` leaves the defaults (glibc's and
+mimalloc's).
 """
 
 from __future__ import annotations
