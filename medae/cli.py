@@ -102,7 +102,8 @@ def run(
     def body() -> None:
         from medae.allocator import keep_freed_memory
 
-        keep_freed_memory()  # before any library starts its threads (medae.allocator)
+        # before resolve() imports the stage's libraries, which start threads (medae.allocator)
+        keep_freed_memory()
         from medae.stages import resolve, run_stage
 
         resolve(stage)  # unknown stage -> usage error before the params are even read

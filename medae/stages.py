@@ -40,10 +40,11 @@ def resolve(name: str) -> Callable[[Any], dict[str, Any]]:
 def run_stage(name: str, params: Any) -> dict[str, Any]:
     """Run one stage and return its summary with the wall time added.
 
-    A stage is a batch process: freed memory is kept for its next batch (medae.allocator).
+    A stage is a batch process: freed memory is kept for its next batch (medae.allocator),
+    set before ``resolve`` imports the stage's libraries, whose threads would come too early.
     """
-    fn = resolve(name)
     keep_freed_memory()
+    fn = resolve(name)
     t0 = time.perf_counter()
     log.info("stage %s: starting", name)
     summary = dict(fn(params) or {})
