@@ -48,7 +48,7 @@ from medae.errors import DataError, MedaeError
 from medae.executor import usable_cores
 from medae.io import DIGESTS, atomic_dir, file_digests, read_state, write_json_atomic
 from medae.privacy.protection import Protection
-from medae.training.encode import EHR_PARTS, arrow_column
+from medae.training.encode import EHR_PARTS, arrow_column, polars_columns
 
 log = logging.getLogger(__name__)
 
@@ -136,26 +136,19 @@ def key_frame(windows: pl.DataFrame | pa.RecordBatch, kind: str) -> pl.DataFrame
     if kind == "waveforms":
         # the samples per window, from the list offsets: the samples themselves stay in Arrow
         samples = pc.list_value_length(arrow_column(windows, "values", "waveform windows"))
-        frame = _as_polars(windows, [k for k in keys if k != "window_end"] + ["fs"])
+        frame = polars_columns(windows, [k for k in keys if k != "window_end"] + ["fs"],
+                               "waveform windows")
         seconds = pl.Series(samples).cast(pl.Float64) / frame["fs"]
         frame = frame.with_columns(
             window_end=pl.col("window_start")
             + pl.duration(microseconds=(seconds * 1e6).round().cast(pl.Int64))
         )
     else:
-        frame = _as_polars(windows, list(keys))
+        frame = polars_columns(windows, keys, "EHR windows")
     types = {"subject_id": pl.Int64, "hadm_id": pl.Int64, "stay_id": pl.Int64,
              "record_name": pl.String, "channel": pl.String, "start_s": pl.Float64,
              "window_start": pl.Datetime("us"), "window_end": pl.Datetime("us")}
     return frame.select(pl.col(k).cast(types[k]) for k in keys)
-
-
-def _as_polars(windows: pl.DataFrame | pa.RecordBatch, columns: list[str]) -> pl.DataFrame:
-    """These columns of ``windows`` as a Polars frame (absent ones are left out: the
-    select that follows names them)."""
-    if isinstance(windows, pl.DataFrame):
-        return windows.select(c for c in columns if c in windows.columns)
-    return pl.from_arrow(windows.select([c for c in columns if c in windows.schema.names]))
 
 
 def latent_frame(keys: pl.DataFrame, z: np.ndarray, ref: ModelRef) -> pl.DataFrame:

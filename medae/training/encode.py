@@ -14,6 +14,7 @@ the three can never disagree about the layout:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,15 +33,39 @@ EHR_PARTS = ("values", "mask", "static")
 Frame = pl.DataFrame | pa.RecordBatch | pa.Table  # windows: a Polars frame or Arrow batches
 
 
+def _require(frame: Frame, columns: Sequence[str], what: str) -> None:
+    names = frame.columns if isinstance(frame, pl.DataFrame) else frame.schema.names
+    for column in columns:
+        if column not in names:
+            raise DataError(f"{what}: missing column '{column}'")
+
+
+def one_array(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """An Arrow column as one array (a single chunk as it is, without a copy)."""
+    if isinstance(array, pa.ChunkedArray):
+        return array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    return array
+
+
 def arrow_column(frame: Frame, column: str, what: str = "windows table") -> pa.Array:
     """One column of ``frame`` as a single Arrow array (Polars hands its buffers over)."""
-    names = frame.columns if isinstance(frame, pl.DataFrame) else frame.schema.names
-    if column not in names:
-        raise DataError(f"{what}: missing column '{column}'")
-    array = frame[column].to_arrow() if isinstance(frame, pl.DataFrame) else frame[column]
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
-    return array
+    _require(frame, [column], what)
+    return one_array(frame[column].to_arrow() if isinstance(frame, pl.DataFrame)
+                     else frame[column])
+
+
+def polars_columns(frame: Frame, columns: Sequence[str], what: str = "windows table"
+                   ) -> pl.DataFrame:
+    """These columns of ``frame`` as a Polars frame (from an Arrow batch, only they are
+    converted: the list columns stay in Arrow); a missing one is named.
+
+    >>> polars_columns(pa.record_batch({"a": [1], "b": [2.0]}), ["b"]).columns
+    ['b']
+    """
+    _require(frame, columns, what)
+    if isinstance(frame, pl.DataFrame):
+        return frame.select(columns)
+    return pl.from_arrow(frame.select(list(columns)))
 
 
 def list_values(frame: Frame, column: str, what: str = "windows table") -> np.ndarray:

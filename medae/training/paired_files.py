@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from medae.errors import DataError
 from medae.io import atomic_path
 from medae.training import pairs
+from medae.training.encode import one_array, polars_columns
 
 META = b"medae.pairing"  # Parquet metadata of a paired file: channel and samples per window
 KEY_COLUMNS = ("stay_id", "window_start")  # what ties a paired row to its EHR window
@@ -94,13 +95,25 @@ def paired_file(paired_folder: Path, ehr_file: Path) -> Path:
     return path
 
 
+def unreadable(path: Path, exc: Exception) -> DataError:
+    """The error for a paired (or wave-only) file that cannot be read, naming it."""
+    return DataError(f"{path}: cannot read the paired windows ({str(exc).splitlines()[0]})")
+
+
+def read_paired(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """A paired (or wave-only) file, whole; a clear error naming it when unreadable."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise unreadable(path, exc) from None
+
+
 def pairing_of(path: Path) -> dict[str, Any]:
     """How a paired file was paired (its ``medae.pairing`` metadata)."""
     try:
         meta = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: cannot read the paired windows "
-                        f"({str(exc).splitlines()[0]})") from None
+        raise unreadable(path, exc) from None
     if META not in meta:
         raise DataError(f"{path}: not a paired windows file (no {META.decode()} metadata); "
                         f"run `medae run pair_windows`")
@@ -141,9 +154,7 @@ def paired_samples(record_name: pa.Array | pa.ChunkedArray,
     >>> has.tolist(), waves.tolist()
     ([False, True], [[1.0, 2.0]])
     """
-    if isinstance(wave_values, pa.ChunkedArray):
-        wave_values = (wave_values.combine_chunks() if wave_values.num_chunks != 1
-                       else wave_values.chunk(0))
+    wave_values = one_array(wave_values)
     if wave_values.type != pa.large_binary():
         raise DataError(f"{where}: wave_values is {wave_values.type}, not the samples as "
                         f"binary (written by an older medae?); run `medae run pair_windows`")
@@ -169,17 +180,12 @@ def check_aligned(ehr: pl.DataFrame | pa.RecordBatch, paired: pl.DataFrame | pa.
                   where: str) -> None:
     """The paired rows belong to these EHR windows, row for row; else name the file.
     Either side may be a Polars frame or an Arrow batch (only the keys are compared)."""
-    same = len(ehr) == len(paired) and _keys(ehr).equals(_keys(paired))
+    same = len(ehr) == len(paired) and polars_columns(ehr, KEY_COLUMNS, where).equals(
+        polars_columns(paired, KEY_COLUMNS, where))
     if not same:
         raise DataError(f"{where}: paired windows do not match the EHR windows row for row "
                         f"(EHR windows changed since pair_windows ran?); "
                         f"run `medae run pair_windows`")
-
-
-def _keys(frame: pl.DataFrame | pa.RecordBatch) -> pl.DataFrame:
-    if isinstance(frame, pl.DataFrame):
-        return frame.select(KEY_COLUMNS)
-    return pl.from_arrow(frame.select(list(KEY_COLUMNS)))
 
 
 def side_by_side(batches: Iterator[pl.DataFrame | pa.RecordBatch], path: Path,
@@ -213,8 +219,7 @@ def side_by_side(batches: Iterator[pl.DataFrame | pa.RecordBatch], path: Path,
             raise DataError(f"{path}: more paired rows than EHR windows (EHR windows changed "
                             f"since pair_windows ran?); run `medae run pair_windows`")
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: cannot read the paired windows "
-                        f"({str(exc).splitlines()[0]})") from None
+        raise unreadable(path, exc) from None
 
 
 def paired_rows(batch: pa.RecordBatch, width: int, where: str

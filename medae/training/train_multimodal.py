@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from medae.errors import DataError
 from medae.models.config import Shape
@@ -44,15 +42,6 @@ def pairing(path: Path, cfg: Any, **more: Any) -> int | None:
     return paired_files.check_pairing(path, expected, "train_multimodal has")["samples"]
 
 
-def read_paired(path: Path, columns: list[str] | None = None) -> pa.Table:
-    """A paired (or wave-only) file, whole; a clear error naming it when unreadable."""
-    try:
-        return pq.read_table(path, columns=columns)
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: cannot read the paired windows "
-                        f"({str(exc).splitlines()[0]})") from None
-
-
 def read_paired_ehr(ehr_folder: Path, paired_folder: Path, cfg: Any
                     ) -> tuple[pl.DataFrame, np.ndarray]:
     """Every EHR window with its paired window (stage ``pair_windows``, paired as ``cfg``
@@ -70,7 +59,7 @@ def read_paired_ehr(ehr_folder: Path, paired_folder: Path, cfg: Any
         width = samples if samples is not None else width
         ehr = pl.read_parquet(path)
         require_columns(ehr, EHR_COLUMNS, str(path))
-        paired = read_paired(paired_path)
+        paired = paired_files.read_paired(paired_path)
         paired_files.check_aligned(ehr, paired, str(paired_path))
         has, wave = paired_files.paired_samples(paired["record_name"], paired["wave_values"],
                                                 samples or 0, str(paired_path))
@@ -124,7 +113,7 @@ def load_multimodal(params: Any) -> Prepared:
     n_values = ehr_target_width(ehr, stats, ehr_folder, stats_path)
     if not lone_path.exists():
         raise DataError(f"{lone_path}: no wave-only rows; run `medae run pair_windows`")
-    columns = read_paired(lone_path, ["subject_id", "record_name", "wave_values"])
+    columns = paired_files.read_paired(lone_path, ["subject_id", "record_name", "wave_values"])
     lone = pl.from_arrow(columns.select(["subject_id", "record_name"]))
     wave_rows = paired_waves
     if lone.height:

@@ -68,3 +68,5 @@ def test_malformed_list_columns_are_refused_with_column_and_row():
         list_values(pa.record_batch({"values": [1.0, 2.0]}), "values", "EHR windows")
     with pytest.raises(DataError, match=r"EHR windows: missing column 'mask'"):
         ehr_inputs(pa.record_batch({"values": pa.array([[1.0]]), "static": pa.array([[1.0]])}))
+    with pytest.raises(DataError, match=r"EHR windows: missing column 'hadm_id'"):
+        key_frame(pa.record_batch({"subject_id": [1], "stay_id": [2]}), "ehr")
