@@ -48,7 +48,7 @@ from medae.errors import DataError, MedaeError
 from medae.executor import usable_cores
 from medae.io import DIGESTS, atomic_dir, file_digests, read_state, write_json_atomic
 from medae.privacy.protection import Protection
-from medae.training.encode import EHR_PARTS, arrow_column, polars_columns
+from medae.training.encode import EHR_PARTS, Frame, arrow_column, arrow_columns
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,47 @@ def latent_names(width: int) -> list[str]:
     return [f"z_{i:0{digits}d}" for i in range(width)]
 
 
-def key_frame(windows: pl.DataFrame | pa.RecordBatch, kind: str) -> pl.DataFrame:
+# key sources: the samples per waveform window (``window_end`` is computed from them and ``fs``)
+SAMPLES = "__samples"
+
+
+def key_source(windows: Frame, kind: str) -> pa.Table:
+    """What :func:`key_frame` reads of a windows table, kept in Arrow without a copy: the key
+    columns and, for waveforms, ``fs`` and the samples per window (not the samples).
+
+    >>> key_source(pa.record_batch({"subject_id": [1], "hadm_id": [2], "stay_id": [3],
+    ...     "window_start": [0], "window_end": [1], "values": [[0.5, 0.1]]}), "ehr").column_names
+    ['subject_id', 'hadm_id', 'stay_id', 'window_start', 'window_end']
+    """
+    if kind == "waveforms":
+        samples = pc.list_value_length(arrow_column(windows, "values", "waveform windows"))
+        table = arrow_columns(windows, [k for k in WAVEFORM_KEYS if k != "window_end"] + ["fs"],
+                              "waveform windows")
+        return table.append_column(SAMPLES, samples)
+    return arrow_columns(windows, EHR_KEYS, "EHR windows")
+
+
+def keys_of(sources: Sequence[pa.Table], kind: str) -> pl.DataFrame:
+    """The key columns, typed per the latent contract, of the windows whose
+    :func:`key_source` tables are ``sources`` (in order): one conversion to Polars for all.
+
+    Waveform windows carry no end time: it is ``window_start + n_samples / fs``.
+    """
+    keys = WAVEFORM_KEYS if kind == "waveforms" else EHR_KEYS
+    frame = pl.from_arrow(pa.concat_tables(sources))
+    if kind == "waveforms":
+        seconds = frame[SAMPLES].cast(pl.Float64) / frame["fs"]
+        frame = frame.with_columns(
+            window_end=pl.col("window_start")
+            + pl.duration(microseconds=(seconds * 1e6).round().cast(pl.Int64))
+        )
+    types = {"subject_id": pl.Int64, "hadm_id": pl.Int64, "stay_id": pl.Int64,
+             "record_name": pl.String, "channel": pl.String, "start_s": pl.Float64,
+             "window_start": pl.Datetime("us"), "window_end": pl.Datetime("us")}
+    return frame.select(pl.col(k).cast(types[k]) for k in keys)
+
+
+def key_frame(windows: Frame, kind: str) -> pl.DataFrame:
     """The key columns of a windows table (a Polars frame or an Arrow batch), typed per the
     latent contract; only the key columns are converted to Polars.
 
@@ -132,23 +172,16 @@ def key_frame(windows: pl.DataFrame | pa.RecordBatch, kind: str) -> pl.DataFrame
     >>> key_frame(w.to_arrow(), "waveforms").equals(key_frame(w, "waveforms"))
     True
     """
-    keys = WAVEFORM_KEYS if kind == "waveforms" else EHR_KEYS
-    if kind == "waveforms":
-        # the samples per window, from the list offsets: the samples themselves stay in Arrow
-        samples = pc.list_value_length(arrow_column(windows, "values", "waveform windows"))
-        frame = polars_columns(windows, [k for k in keys if k != "window_end"] + ["fs"],
-                               "waveform windows")
-        seconds = pl.Series(samples).cast(pl.Float64) / frame["fs"]
-        frame = frame.with_columns(
-            window_end=pl.col("window_start")
-            + pl.duration(microseconds=(seconds * 1e6).round().cast(pl.Int64))
+    return keys_of([key_source(windows, kind)], kind)
+
+
+def _check_latents(z: np.ndarray, windows: int) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float32)
+    if z.ndim != 2 or z.shape[0] != windows:
+        raise MedaeError(
+            f"encoder returned shape {z.shape} for {windows} windows; expected (rows, latent)"
         )
-    else:
-        frame = polars_columns(windows, keys, "EHR windows")
-    types = {"subject_id": pl.Int64, "hadm_id": pl.Int64, "stay_id": pl.Int64,
-             "record_name": pl.String, "channel": pl.String, "start_s": pl.Float64,
-             "window_start": pl.Datetime("us"), "window_end": pl.Datetime("us")}
-    return frame.select(pl.col(k).cast(types[k]) for k in keys)
+    return z
 
 
 def latent_frame(keys: pl.DataFrame, z: np.ndarray, ref: ModelRef) -> pl.DataFrame:
@@ -159,16 +192,58 @@ def latent_frame(keys: pl.DataFrame, z: np.ndarray, ref: ModelRef) -> pl.DataFra
     >>> latent_frame(k, np.ones((2, 2)), ref).columns
     ['subject_id', 'z_00', 'z_01', 'model_name', 'model_version', 'mlflow_run_id']
     """
-    z = np.asarray(z, dtype=np.float32)
-    if z.ndim != 2 or z.shape[0] != keys.height:
-        raise MedaeError(
-            f"encoder returned shape {z.shape} for {keys.height} windows; expected (rows, latent)"
-        )
-    latents = pl.from_numpy(z, schema=latent_names(z.shape[1]), orient="row")
+    z = _check_latents(z, keys.height)
+    # one contiguous array per latent column: Polars takes the columns as they are, where
+    # rows would be split into columns element by element, holding the GIL
+    latents = pl.from_numpy(np.ascontiguousarray(z.T), schema=latent_names(z.shape[1]),
+                            orient="col")
     lineage = [pl.lit(ref.name).alias("model_name"),
                pl.lit(ref.version, dtype=pl.Int64).alias("model_version"),
                pl.lit(ref.run_id).alias("mlflow_run_id")]
     return pl.concat([keys, latents], how="horizontal").with_columns(lineage)
+
+
+class LatentRows:
+    """One file's latent table, gathered batch by batch and built once at the end.
+
+    Each batch keeps only its key columns (Arrow, no copy) and its latents. Building Polars
+    frames costs about a millisecond of GIL-held time per frame whatever its size, and
+    export's worker threads queue for the GIL: on a GPU host that, not the cores, bounds
+    export (docs/refresh.md). Once per file instead of once per batch.
+
+    >>> rows = LatentRows("ehr")
+    >>> keys = {"subject_id": [1, 1], "hadm_id": [2, 2], "stay_id": [3, 3],
+    ...         "window_start": [0, 1], "window_end": [1, 2]}
+    >>> rows.add(pa.record_batch(keys), np.zeros((2, 2)), has_waveform=np.array([True, False]))
+    >>> rows.add(pa.record_batch(keys), np.ones((2, 2)), has_waveform=np.array([False, False]))
+    >>> frame = rows.frame(ModelRef("medae-ehr", 3, "abc", "models:/medae-ehr@champion"))
+    >>> frame.select("has_waveform", "z_01").rows()
+    [(True, 0.0), (False, 0.0), (False, 1.0), (False, 1.0)]
+    >>> LatentRows("ehr").frame(None) is None
+    True
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._keys: list[pa.Table] = []
+        self._latents: list[np.ndarray] = []
+        self._extra: dict[str, list[np.ndarray]] = {}
+
+    def add(self, windows: Frame, z: np.ndarray, **extra: np.ndarray) -> None:
+        """One batch of windows (only their key columns are kept), its latents and any extra
+        key columns (``has_waveform``), row for row."""
+        self._latents.append(_check_latents(z, len(windows)))
+        self._keys.append(key_source(windows, self.kind))
+        for name, values in extra.items():
+            self._extra.setdefault(name, []).append(np.asarray(values))
+
+    def frame(self, ref: ModelRef) -> pl.DataFrame | None:
+        """The latent table of every batch added, in order; None when none was."""
+        if not self._latents:
+            return None
+        keys = keys_of(self._keys, self.kind).with_columns(
+            pl.Series(name, np.concatenate(parts)) for name, parts in self._extra.items())
+        return latent_frame(keys, np.concatenate(self._latents), ref)
 
 
 def meds_events(latents: pl.DataFrame) -> pl.DataFrame:
@@ -227,7 +302,7 @@ def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
     windows are encoded. Returns ``None`` when the file has no window to encode.
     """
     channel = getattr(encoder, "channel", None) if modality.name == "waveforms" else None
-    parts = []
+    latents = LatentRows(modality.name)
     for n, batch in enumerate(iter_windows(path, batch_rows, modality.read_columns())):
         if channel is not None:
             batch = batch.filter(pc.equal(arrow_column(batch, "channel", "waveform windows"),
@@ -238,13 +313,12 @@ def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
         if len(inputs) != batch.num_rows:
             raise DataError(f"{path}: batch {n}: input builder returned {len(inputs)} rows "
                             f"for {batch.num_rows} windows")
-        z = encoder.encode(np.ascontiguousarray(inputs, dtype=np.float32))
-        parts.append(latent_frame(key_frame(batch, modality.name), z, ref))
-        # Free this batch's decoded columns before the next one is decoded: one decoded batch
-        # alive per worker, not two, and Arrow's allocator reuses the pages it just got back
-        # instead of faulting in fresh ones (it returns idle pages to the OS within ~10 ms).
+        latents.add(batch, encoder.encode(np.ascontiguousarray(inputs, dtype=np.float32)))
+        # Free this batch's decoded columns before the next one is decoded (``latents`` keeps
+        # only its key columns): one decoded batch alive per worker, not two, and the
+        # allocator reuses the pages it just got back instead of faulting in fresh ones.
         del batch, inputs
-    return pl.concat(parts, how="vertical_relaxed") if parts else None
+    return latents.frame(ref)
 
 
 def _cores() -> int:

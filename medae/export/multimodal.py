@@ -55,14 +55,14 @@ class FusedWindows:
         width = check_pairing(paired, model)
         ehr = latents.iter_windows(path, batch_rows, latents.READ_COLUMNS["ehr"],
                                    reader_threads=False)
-        parts = []
+        out = latents.LatentRows("ehr")
         for batch, pair in paired_files.side_by_side(ehr, paired, batch_rows):
             if batch.num_rows == 0:
                 continue
             paired_files.check_aligned(batch, pair, f"{paired} (for {path.name})")
             rows, waves = paired_files.paired_rows(pair, width, str(paired))
-            parts.append(encode_batch(batch, rows, waves, model, ref))
-        return pl.concat(parts, how="vertical_relaxed") if parts else None
+            encode_batch(batch, rows, waves, model, out)
+        return out.frame(ref)
 
 
 def check_pairing(paired: Path, model: Any) -> int:
@@ -75,13 +75,11 @@ def check_pairing(paired: Path, model: Any) -> int:
 
 
 def encode_batch(batch: pa.RecordBatch | pl.DataFrame, rows: pl.DataFrame, waves: np.ndarray,
-                 encoder: Any, ref: latents.ModelRef) -> pl.DataFrame:
+                 encoder: Any, out: latents.LatentRows) -> None:
     """One batch of EHR windows with their pairing ``rows`` (``ehr_row`` in the batch,
-    ``wave_row`` in ``waves``), encoded: keys, ``has_waveform``, latents, lineage."""
+    ``wave_row`` in ``waves``), encoded into ``out``: keys, ``has_waveform``, latents."""
     z = encoder.encode(pairs.gather_rows(rows, ehr_inputs(batch), waves))
-    keys = latents.key_frame(batch, "ehr").with_columns(
-        has_waveform=rows["wave_row"].is_not_null())
-    return latents.latent_frame(keys, z, ref)
+    out.add(batch, z, has_waveform=rows["wave_row"].is_not_null().to_numpy())
 
 
 def pointer(params: Any) -> Path:

@@ -68,6 +68,22 @@ def polars_columns(frame: Frame, columns: Sequence[str], what: str = "windows ta
     return pl.from_arrow(frame.select(list(columns)))
 
 
+def arrow_columns(frame: Frame, columns: Sequence[str], what: str = "windows table"
+                  ) -> pa.Table:
+    """These columns of ``frame`` as an Arrow table, without copying them; a missing one is
+    named.
+
+    >>> arrow_columns(pa.record_batch({"a": [1], "b": [2.0]}), ["b"]).column_names
+    ['b']
+    """
+    _require(frame, columns, what)
+    if isinstance(frame, pl.DataFrame):
+        return frame.select(columns).to_arrow()
+    if isinstance(frame, pa.RecordBatch):
+        return pa.Table.from_batches([frame.select(list(columns))])
+    return frame.select(list(columns))
+
+
 def list_values(frame: Frame, column: str, what: str = "windows table") -> np.ndarray:
     """A list column of equal-length float lists as a read-only (rows, length) view of its
     Arrow values where they are float32 and null-free, else a float32 copy (null -> NaN).

@@ -158,6 +158,41 @@ def test_crash_mid_export_leaves_previous_table_intact(ehr: Modality, tmp_path: 
     assert [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_parts_are_the_same_bytes_whatever_the_batch_size(ehr: Modality, tmp_path: Path):
+    """A file's batches are gathered into one table (LatentRows): its rows keep the input
+    order whether the file is one batch, a few or one per window."""
+    parts = {}
+    for batch_rows in (1, 4, 1000):
+        out = tmp_path / f"latents_{batch_rows}" / "ehr"
+        assert export(ehr, out, LinearEncoder(width=6), batch_rows=batch_rows)["rows"] == 10
+        parts[batch_rows] = {p.name: p.read_bytes() for p in sorted(out.glob("*.parquet"))}
+    assert parts[1] == parts[4] == parts[1000] and len(parts[1]) == 2
+    table = pl.read_parquet(tmp_path / "latents_1" / "ehr" / "part_0000.parquet")
+    windows = pl.read_parquet(ehr.windows / "part_0000.parquet")
+    assert table.select(latents.EHR_KEYS).equals(windows.select(latents.EHR_KEYS))
+    np.testing.assert_array_equal(table.select(pl.selectors.starts_with("z_")).to_numpy(),
+                                  LinearEncoder(width=6).encode(ehr_inputs(windows)))
+
+
+class ShortEncoder(LinearEncoder):
+    """Returns one row fewer than it was given in its second call."""
+
+    def encode(self, batch: np.ndarray) -> np.ndarray:
+        z = super().encode(batch)
+        return z[:-1] if self.calls == 2 else z
+
+
+def test_encoder_output_of_the_wrong_shape_is_refused(ehr: Modality, tmp_path: Path):
+    out = tmp_path / "latents" / "ehr"
+    export(ehr, out, LinearEncoder(width=6))
+    before = pl.scan_parquet(f"{out}/").collect()
+    with pytest.raises(latents.MedaeError, match=r"encoder returned shape \(2, 3\) for 3 "
+                                                 r"windows; expected \(rows, latent\)"):
+        export(ehr, out, ShortEncoder(width=6), ref=ModelRef("medae-ehr", 3, "r", REF.uri),
+               workers=1)
+    assert pl.scan_parquet(f"{out}/").collect().equals(before)
+
+
 def test_missing_windows_is_a_clear_error(tmp_path: Path):
     empty = Modality("ehr", tmp_path / "nothing", "featurize_ehr", ehr_inputs)
     with pytest.raises(latents.DataError, match="no window files for modality 'ehr'"):
