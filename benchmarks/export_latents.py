@@ -13,7 +13,15 @@ Model loading from MLflow is a per-run constant (~2-4 s) and is reported by the 
 not here. Prints per-repeat figures, the medians and one ``SUMMARY`` line. ``--phases`` also
 prints the CPU seconds of each export phase on one thread (where the time goes).
 
+Two diagnostics for a many-core GPU host, where export's threads keep only part of the cores
+busy: ``--switch-interval`` sets Python's GIL switch interval (a thread waiting for the GIL
+waits up to this long, 5 ms by default, behind one running Python code), and ``--shards N``
+also times export split over N processes, each exporting its share of the files on its
+share of the cores, with no GIL in common (a ``SHARDS`` line: rows/s from the first start to
+the last end; process start and model build are not timed, as model loading is not).
+
     .venv/bin/python benchmarks/export_latents.py [--windows 40000] [--files 8] [--repeats 5]
+    .venv/bin/python benchmarks/export_latents.py --device cuda --shards 4 --switch-interval 0.0005
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import datetime as dt
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -111,7 +120,7 @@ def cpu_phases(encoder, folder: Path, batch_rows: int) -> dict[str, float]:
     """CPU seconds of each export phase, all on this one thread (torch on one thread too)."""
     import torch
 
-    from medae.export.latents import READ_COLUMNS, ModelRef, iter_windows, key_frame, latent_frame
+    from medae.export.latents import READ_COLUMNS, LatentRows, ModelRef, iter_windows
     from medae.io import file_digest
     from medae.training.encode import ehr_inputs
 
@@ -125,8 +134,8 @@ def cpu_phases(encoder, folder: Path, batch_rows: int) -> dict[str, float]:
             t0 = clock()
             file_digest(path)  # the input fingerprint export takes of every file first
             spent["digest"] += clock() - t0
-            parts, batches = [], iter_windows(path, batch_rows, READ_COLUMNS["ehr"],
-                                              reader_threads=False)
+            rows, batches = LatentRows("ehr"), iter_windows(path, batch_rows, READ_COLUMNS["ehr"],
+                                                            reader_threads=False)
             while True:
                 t0 = clock()
                 batch = next(batches, None)
@@ -138,13 +147,16 @@ def cpu_phases(encoder, folder: Path, batch_rows: int) -> dict[str, float]:
                 t2 = clock()
                 z = encoder.encode(inputs)
                 t3 = clock()
-                parts.append(latent_frame(key_frame(batch, "ehr"), z, ref))
+                rows.add(batch, z)
                 spent["inputs"] += t2 - t1
                 spent["forward"] += t3 - t2
                 spent["table"] += clock() - t3
             t0 = clock()
-            pl.concat(parts).to_arrow()  # the conversion the writer pays before encoding
-            spent["write"] += clock() - t0
+            table = rows.frame(ref)  # the file's latent table, built once (encode_file)
+            t1 = clock()
+            table.to_arrow()  # the conversion the writer pays before encoding
+            spent["table"] += t1 - t0
+            spent["write"] += clock() - t1
     finally:
         torch.set_num_threads(threads)
     return spent
@@ -184,6 +196,66 @@ def export_only(encoder, folder: Path, out: Path, batch_rows: int,
                         batch_rows, cold)
 
 
+def shard_worker(shard: Path, out: Path, device: str, bins: int, variables: int,
+                 batch_rows: int, threads: int, repeats: int, switch: float | None,
+                 barrier, results) -> None:
+    """One shard's process: build the same model, warm up, then export its files once per
+    repeat, each start released by ``barrier``; reports (repeat, rows, start, end)."""
+    import torch
+
+    from medae.config import load_params
+
+    if switch:
+        sys.setswitchinterval(switch)
+    torch.set_num_threads(threads)  # export's workers: one per core of this shard's share
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml", [])
+    encoder = build_encoder(params, bins, variables, device)
+    export_only(encoder, shard, out, batch_rows)
+    for r in range(repeats):
+        shutil.rmtree(out.parent, ignore_errors=True)
+        barrier.wait()
+        t0 = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
+        rows, _ = export_only(encoder, shard, out, batch_rows)
+        results.put((r, rows, t0, time.perf_counter()))
+
+
+def sharded_exports(folder: Path, work: Path, shards: int, device: str, bins: int,
+                    variables: int, batch_rows: int, repeats: int,
+                    switch: float | None) -> list[float]:
+    """Export rows/s per repeat with the files split over ``shards`` processes."""
+    import multiprocessing as mp
+
+    import torch
+
+    files = sorted(folder.glob("*.parquet"))
+    shards = max(1, min(shards, len(files)))
+    ctx = mp.get_context("spawn")  # no CUDA or thread state inherited
+    barrier, results = ctx.Barrier(shards), ctx.Queue()
+    threads = max(1, torch.get_num_threads() // shards)
+    procs = []
+    for k in range(shards):
+        shard = work / "shards" / f"in_{k}"
+        shard.mkdir(parents=True)
+        for f in files[k::shards]:
+            os.link(f, shard / f.name)
+        procs.append(ctx.Process(target=shard_worker, args=(
+            shard, work / "shards" / f"out_{k}" / "ehr", device, bins, variables, batch_rows,
+            threads, repeats, switch, barrier, results)))
+    for proc in procs:
+        proc.start()
+    got = [results.get(timeout=900) for _ in range(shards * repeats)]
+    for proc in procs:
+        proc.join()
+        if proc.exitcode:
+            raise SystemExit(f"shard process failed (exit {proc.exitcode})")
+    rates = []
+    for r in range(repeats):
+        mine = [g for g in got if g[0] == r]
+        rates.append(sum(g[1] for g in mine) / (max(g[3] for g in mine)
+                                                 - min(g[2] for g in mine)))
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=40_000)
@@ -202,7 +274,15 @@ def main() -> None:
                              "re-export after a new champion")
     parser.add_argument("--phases", action="store_true",
                         help="also print the CPU seconds of each export phase on one thread")
+    parser.add_argument("--shards", type=int, default=0,
+                        help="also time export split over this many processes, the files and "
+                             "cores shared out (SHARDS line; a diagnostic, not what export does)")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="Python's GIL switch interval in seconds for every timed path "
+                             "(default: Python's 0.005)")
     args = parser.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
 
     import torch
 
@@ -226,7 +306,8 @@ def main() -> None:
               f", {args.windows} windows x {2 * args.bins * args.variables + 2} inputs in "
               f"{args.files} {compression} files, model {params.train_ehr.model.kind}, "
               f"batch {batch_rows}, device {device}, "
-              f"{'cold (every file hashed)' if args.cold else 'digests cached'}")
+              f"{'cold (every file hashed)' if args.cold else 'digests cached'}, GIL switch "
+              f"interval {sys.getswitchinterval() * 1e3:g} ms")
         # warm-up: allocator, kernels, and lazy imports every path pays once per process
         forward_only(encoder, batches)
         forward_split(encoder, batches)
@@ -267,6 +348,17 @@ def main() -> None:
               f"{statistics.median(cpu_export):.2f} (kernel {statistics.median(sys_export):.2f})"
               f" -> CPU ratio "
               f"{statistics.median(cpu_split) / statistics.median(cpu_export):.2f}x")
+        if args.shards:
+            shard_rates = sharded_exports(work / "windows", work, args.shards, device, args.bins,
+                                          args.variables, batch_rows, args.repeats,
+                                          args.switch_interval)
+            best = max(med["forward"], med["split"])
+            print(f"SHARDS export in {args.shards} processes: "
+                  + ", ".join(f"{v:,.0f}" for v in shard_rates)
+                  + f" rows/s; median {statistics.median(shard_rates):,.0f} = "
+                  f"{statistics.median(shard_rates) / best:.2f}x the median bare forward "
+                  f"({best:,.0f} rows/s), {statistics.median(shard_rates) / med['export']:.2f}x "
+                  f"export in one process")
         if args.phases:
             spent = cpu_phases(encoder, work / "windows", batch_rows)
             total = sum(spent.values())
