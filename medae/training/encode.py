@@ -62,10 +62,10 @@ def polars_columns(frame: Frame, columns: Sequence[str], what: str = "windows ta
     >>> polars_columns(pa.record_batch({"a": [1], "b": [2.0]}), ["b"]).columns
     ['b']
     """
-    _require(frame, columns, what)
     if isinstance(frame, pl.DataFrame):
+        _require(frame, columns, what)
         return frame.select(columns)
-    return pl.from_arrow(frame.select(list(columns)))
+    return pl.from_arrow(arrow_columns(frame, columns, what))
 
 
 def arrow_columns(frame: Frame, columns: Sequence[str], what: str = "windows table"
