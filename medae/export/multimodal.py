@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from medae.export import latents
 from medae.io import file_digests
-from medae.training import paired_files, pairs
+from medae.training import encode, paired_files
 from medae.training.encode import ehr_inputs
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ class FusedWindows:
             if batch.num_rows == 0:
                 continue
             paired_files.check_aligned(batch, pair, f"{paired} (for {path.name})")
-            rows, waves = paired_files.paired_rows(pair, width, str(paired))
-            encode_batch(batch, rows, waves, model, out)
+            wave_row, waves = paired_files.paired_rows(pair, width, str(paired))
+            encode_batch(batch, wave_row, waves, model, out)
         return out.frame(ref)
 
 
@@ -74,12 +74,12 @@ def check_pairing(paired: Path, model: Any) -> int:
     return width
 
 
-def encode_batch(batch: pa.RecordBatch | pl.DataFrame, rows: pl.DataFrame, waves: np.ndarray,
+def encode_batch(batch: pa.RecordBatch | pl.DataFrame, wave_row: np.ndarray, waves: np.ndarray,
                  encoder: Any, out: latents.LatentRows) -> None:
-    """One batch of EHR windows with their pairing ``rows`` (``ehr_row`` in the batch,
-    ``wave_row`` in ``waves``), encoded into ``out``: keys, ``has_waveform``, latents."""
-    z = encoder.encode(pairs.gather_rows(rows, ehr_inputs(batch), waves))
-    out.add(batch, z, has_waveform=rows["wave_row"].is_not_null().to_numpy())
+    """One batch of EHR windows, each fused with its paired window (``waves[wave_row]``; -1:
+    none), encoded into ``out``: keys, ``has_waveform``, latents."""
+    rows = encode.assemble_rows(ehr_inputs(batch), np.arange(len(wave_row)), waves, wave_row)
+    out.add(batch, encoder.encode(rows), has_waveform=wave_row >= 0)
 
 
 def pointer(params: Any) -> Path:

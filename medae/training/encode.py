@@ -54,20 +54,6 @@ def arrow_column(frame: Frame, column: str, what: str = "windows table") -> pa.A
                      else frame[column])
 
 
-def polars_columns(frame: Frame, columns: Sequence[str], what: str = "windows table"
-                   ) -> pl.DataFrame:
-    """These columns of ``frame`` as a Polars frame (from an Arrow batch, only they are
-    converted: the list columns stay in Arrow); a missing one is named.
-
-    >>> polars_columns(pa.record_batch({"a": [1], "b": [2.0]}), ["b"]).columns
-    ['b']
-    """
-    if isinstance(frame, pl.DataFrame):
-        _require(frame, columns, what)
-        return frame.select(columns)
-    return pl.from_arrow(arrow_columns(frame, columns, what))
-
-
 def arrow_columns(frame: Frame, columns: Sequence[str], what: str = "windows table"
                   ) -> pa.Table:
     """These columns of ``frame`` as an Arrow table, without copying them; a missing one is

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from medae.errors import DataError
 from medae.io import atomic_path
 from medae.training import pairs
-from medae.training.encode import one_array, polars_columns
+from medae.training.encode import arrow_column, one_array
 
 META = b"medae.pairing"  # Parquet metadata of a paired file: channel and samples per window
 KEY_COLUMNS = ("stay_id", "window_start")  # what ties a paired row to its EHR window
@@ -158,7 +158,7 @@ def paired_samples(record_name: pa.Array | pa.ChunkedArray,
     if wave_values.type != pa.large_binary():
         raise DataError(f"{where}: wave_values is {wave_values.type}, not the samples as "
                         f"binary (written by an older medae?); run `medae run pair_windows`")
-    has = pl.from_arrow(record_name).is_not_null().to_numpy()
+    has = one_array(record_name).is_valid().to_numpy(zero_copy_only=False)
     _, offsets_buffer, data = wave_values.buffers()
     offsets = np.frombuffer(offsets_buffer, np.int64, len(wave_values) + 1,
                             wave_values.offset * 8)
@@ -180,8 +180,10 @@ def check_aligned(ehr: pl.DataFrame | pa.RecordBatch, paired: pl.DataFrame | pa.
                   where: str) -> None:
     """The paired rows belong to these EHR windows, row for row; else name the file.
     Either side may be a Polars frame or an Arrow batch (only the keys are compared)."""
-    same = len(ehr) == len(paired) and polars_columns(ehr, KEY_COLUMNS, where).equals(
-        polars_columns(paired, KEY_COLUMNS, where))
+    # compared in Arrow, column by column (type and values): no Polars frame per batch
+    same = len(ehr) == len(paired) and all(
+        arrow_column(ehr, key, where).equals(arrow_column(paired, key, where))
+        for key in KEY_COLUMNS)
     if not same:
         raise DataError(f"{where}: paired windows do not match the EHR windows row for row "
                         f"(EHR windows changed since pair_windows ran?); "
@@ -223,21 +225,28 @@ def side_by_side(batches: Iterator[pl.DataFrame | pa.RecordBatch], path: Path,
 
 
 def paired_rows(batch: pa.RecordBatch, width: int, where: str
-                ) -> tuple[pl.DataFrame, np.ndarray]:
-    """A batch of paired rows -> (``ehr_row``, ``wave_row``) rows and their samples
-    (:func:`medae.training.pairs.gather_rows` builds the model inputs from them)."""
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of paired rows -> each row's row in the samples (-1: no paired window; the
+    ``wave_row`` of :func:`medae.training.encode.assemble_rows`) and the samples."""
     has, waves = paired_samples(batch.column("record_name"), batch.column("wave_values"),
                                 width, where)
-    rows = pl.DataFrame({"ehr_row": np.arange(len(has)), "wave_row": wave_rows(has)},
-                        schema={"ehr_row": pairs.ROW, "wave_row": pairs.ROW})
-    return rows, waves
+    return wave_row_numbers(has), waves
+
+
+def wave_row_numbers(has: np.ndarray) -> np.ndarray:
+    """Each row's number among the rows that have a paired window, -1 for the others.
+
+    >>> wave_row_numbers(np.array([True, False, True])).tolist()
+    [0, -1, 1]
+    """
+    return np.where(has, np.cumsum(has) - 1, -1)
 
 
 def wave_rows(has: np.ndarray) -> pl.Series:
-    """Each row's number among the rows that have a paired window (null for the others).
+    """:func:`wave_row_numbers` as a ``wave_row`` column, null for the rows without a window.
 
     >>> wave_rows(np.array([True, False, True])).to_list()
     [0, None, 1]
     """
-    has = pl.Series(has, dtype=pl.Boolean)
-    return pl.select(wave_row=pl.when(has).then(has.cast(pairs.ROW).cum_sum() - 1)).to_series()
+    numbers = pl.Series("wave_row", wave_row_numbers(has), dtype=pairs.ROW)
+    return pl.select(wave_row=pl.when(numbers >= 0).then(numbers)).to_series()

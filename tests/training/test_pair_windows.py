@@ -16,7 +16,7 @@ import pytest
 
 from medae.errors import DataError
 from medae.training import pair_windows, paired_files, pairs, wave_reader
-from medae.training.encode import waveform_inputs
+from medae.training.encode import assemble_rows, waveform_inputs
 
 
 def test_stays_of_a_file_come_from_the_footer_or_else_the_column(tmp_path):
@@ -146,12 +146,12 @@ def test_paired_files_keep_the_pairs_and_refuse_what_does_not_match(tmp_path):
     for read_rows in (1, 2):  # paired batches smaller than, or as large as, the EHR batches
         again = list(paired_files.side_by_side(iter([ehr[:2], ehr[2:]]), path, read_rows))
         assert [b.to_pylist() for _, b in again] == [b.to_pylist() for _, b in slices]
-    rows, samples = paired_files.paired_rows(slices[0][1], 4, "part")
-    assert rows["wave_row"].to_list() == [0, None] and samples.shape == (1, 4)
+    wave_row, samples = paired_files.paired_rows(slices[0][1], 4, "part")
+    assert wave_row.tolist() == [0, -1] and samples.shape == (1, 4)
     np.testing.assert_array_equal(samples[0], paired_files.samples_of(table["wave_values"][0]))
-    rows, samples = paired_files.paired_rows(slices[1][1], 4, "part")  # no waveform at all
-    assert rows["wave_row"].to_list() == [None] and samples.shape == (0, 4)
-    inputs = pairs.gather_rows(rows, np.ones((1, 3), np.float32), samples)
+    wave_row, samples = paired_files.paired_rows(slices[1][1], 4, "part")  # no waveform at all
+    assert wave_row.tolist() == [-1] and samples.shape == (0, 4)
+    inputs = assemble_rows(np.ones((1, 3), np.float32), np.arange(1), samples, wave_row)
     assert inputs.tolist() == [[1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]]
     with pytest.raises(DataError, match=r"part_0000.parquet: more paired rows than EHR"):
         list(paired_files.side_by_side(iter([ehr[:2]]), path))
