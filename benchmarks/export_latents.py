@@ -16,9 +16,10 @@ prints the CPU seconds of each export phase on one thread (where the time goes).
 Two diagnostics for a many-core GPU host, where export's threads keep only part of the cores
 busy: ``--switch-interval`` sets Python's GIL switch interval (a thread waiting for the GIL
 waits up to this long, 5 ms by default, behind one running Python code), and ``--shards N``
-also times export split over N processes, each exporting its share of the files on its
-share of the cores, with no GIL in common (a ``SHARDS`` line: rows/s from the first start to
-the last end; process start and model build are not timed, as model loading is not).
+also times export split over N processes, each exporting its share of the files with as many
+threads as its share of the cores, with no GIL in common (a ``SHARDS`` line: rows/s from the
+first start to the last end; process start and model build are not timed, as model loading
+is not).
 
     .venv/bin/python benchmarks/export_latents.py [--windows 40000] [--files 8] [--repeats 5]
     .venv/bin/python benchmarks/export_latents.py --device cuda --shards 4 --switch-interval 0.0005
@@ -207,13 +208,12 @@ def shard_worker(shard: Path, out: Path, device: str, bins: int, variables: int,
 
     if switch:
         sys.setswitchinterval(switch)
-    torch.set_num_threads(threads)  # export's workers: one per core of this shard's share
-    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml", [])
-    encoder = build_encoder(params, bins, variables, device)
+    torch.set_num_threads(threads)  # export's workers: as many threads as this shard's cores
+    encoder = build_encoder(load_params(), bins, variables, device)  # as the parent's
     export_only(encoder, shard, out, batch_rows)
     for r in range(repeats):
         shutil.rmtree(out.parent, ignore_errors=True)
-        barrier.wait()
+        barrier.wait(timeout=600)
         t0 = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
         rows, _ = export_only(encoder, shard, out, batch_rows)
         results.put((r, rows, t0, time.perf_counter()))
@@ -221,9 +221,11 @@ def shard_worker(shard: Path, out: Path, device: str, bins: int, variables: int,
 
 def sharded_exports(folder: Path, work: Path, shards: int, device: str, bins: int,
                     variables: int, batch_rows: int, repeats: int,
-                    switch: float | None) -> list[float]:
-    """Export rows/s per repeat with the files split over ``shards`` processes."""
+                    switch: float | None) -> tuple[int, list[float]]:
+    """(processes, export rows/s per repeat) with the files split over ``shards`` processes,
+    each with its own output and digest cache."""
     import multiprocessing as mp
+    import queue
 
     import torch
 
@@ -234,26 +236,36 @@ def sharded_exports(folder: Path, work: Path, shards: int, device: str, bins: in
     threads = max(1, torch.get_num_threads() // shards)
     procs = []
     for k in range(shards):
-        shard = work / "shards" / f"in_{k}"
-        shard.mkdir(parents=True)
+        shard = work / "shards" / str(k)
+        (shard / "windows").mkdir(parents=True)
         for f in files[k::shards]:
-            os.link(f, shard / f.name)
-        procs.append(ctx.Process(target=shard_worker, args=(
-            shard, work / "shards" / f"out_{k}" / "ehr", device, bins, variables, batch_rows,
+            os.link(f, shard / "windows" / f.name)
+        procs.append(ctx.Process(target=shard_worker, daemon=True, args=(
+            shard / "windows", shard / "latents" / "ehr", device, bins, variables, batch_rows,
             threads, repeats, switch, barrier, results)))
-    for proc in procs:
-        proc.start()
-    got = [results.get(timeout=900) for _ in range(shards * repeats)]
-    for proc in procs:
-        proc.join()
-        if proc.exitcode:
-            raise SystemExit(f"shard process failed (exit {proc.exitcode})")
+    got = []
+    try:
+        for proc in procs:
+            proc.start()
+        while len(got) < shards * repeats:
+            try:
+                got.append(results.get(timeout=5))
+            except queue.Empty:
+                dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                if dead:
+                    raise SystemExit(f"a shard process failed (exit {dead[0]})") from None
+    finally:
+        barrier.abort()  # a shard still waiting at the barrier stops waiting
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
     rates = []
     for r in range(repeats):
         mine = [g for g in got if g[0] == r]
         rates.append(sum(g[1] for g in mine) / (max(g[3] for g in mine)
                                                  - min(g[2] for g in mine)))
-    return rates
+    return shards, rates
 
 
 def main() -> None:
@@ -349,11 +361,11 @@ def main() -> None:
               f" -> CPU ratio "
               f"{statistics.median(cpu_split) / statistics.median(cpu_export):.2f}x")
         if args.shards:
-            shard_rates = sharded_exports(work / "windows", work, args.shards, device, args.bins,
-                                          args.variables, batch_rows, args.repeats,
-                                          args.switch_interval)
+            shards, shard_rates = sharded_exports(work / "windows", work, args.shards, device,
+                                                  args.bins, args.variables, batch_rows,
+                                                  args.repeats, args.switch_interval)
             best = max(med["forward"], med["split"])
-            print(f"SHARDS export in {args.shards} processes: "
+            print(f"SHARDS export in {shards} processes: "
                   + ", ".join(f"{v:,.0f}" for v in shard_rates)
                   + f" rows/s; median {statistics.median(shard_rates):,.0f} = "
                   f"{statistics.median(shard_rates) / best:.2f}x the median bare forward "

@@ -175,12 +175,11 @@ def key_frame(windows: Frame, kind: str) -> pl.DataFrame:
     return keys_of([key_source(windows, kind)], kind)
 
 
-def _check_latents(z: np.ndarray, windows: int) -> np.ndarray:
+def _check_latents(z: np.ndarray, windows: int, where: str = "") -> np.ndarray:
     z = np.asarray(z, dtype=np.float32)
     if z.ndim != 2 or z.shape[0] != windows:
-        raise MedaeError(
-            f"encoder returned shape {z.shape} for {windows} windows; expected (rows, latent)"
-        )
+        raise MedaeError(f"{where}encoder returned shape {z.shape} for {windows} windows; "
+                         f"expected (rows, latent)")
     return z
 
 
@@ -229,19 +228,33 @@ class LatentRows:
         self._latents: list[np.ndarray] = []
         self._extra: dict[str, list[np.ndarray]] = {}
 
-    def add(self, windows: Frame, z: np.ndarray, **extra: np.ndarray) -> None:
+    def add(self, windows: Frame, z: np.ndarray, where: str = "", **extra: np.ndarray
+            ) -> None:
         """One batch of windows (only their key columns are kept), its latents and any extra
-        key columns (``has_waveform``), row for row."""
-        self._latents.append(_check_latents(z, len(windows)))
+        key columns (``has_waveform``), row for row; ``where`` prefixes an error (file, batch)."""
+        z = _check_latents(z, len(windows), where)
+        if sorted(extra) != sorted(self._extra) and self._latents:
+            raise MedaeError(f"{where}extra columns {sorted(extra)} differ from the earlier "
+                             f"batches' {sorted(self._extra)}")
+        for name, values in extra.items():
+            if len(values) != len(windows):
+                raise MedaeError(f"{where}extra column '{name}' has {len(values)} rows for "
+                                 f"{len(windows)} windows")
+        self._latents.append(z)
         self._keys.append(key_source(windows, self.kind))
         for name, values in extra.items():
             self._extra.setdefault(name, []).append(np.asarray(values))
 
-    def frame(self, ref: ModelRef) -> pl.DataFrame | None:
+    def frame(self, ref: ModelRef, where: str = "") -> pl.DataFrame | None:
         """The latent table of every batch added, in order; None when none was."""
         if not self._latents:
             return None
-        keys = keys_of(self._keys, self.kind).with_columns(
+        try:
+            keys = keys_of(self._keys, self.kind)
+        except (pa.ArrowException, pl.exceptions.PolarsError) as exc:
+            # e.g. batches whose key columns differ in type: name the file, not just Arrow's
+            raise DataError(f"{where}cannot build the latent table's keys ({exc})") from None
+        keys = keys.with_columns(
             pl.Series(name, np.concatenate(parts)) for name, parts in self._extra.items())
         return latent_frame(keys, np.concatenate(self._latents), ref)
 
@@ -281,8 +294,8 @@ def iter_windows(path: Path, batch_rows: int, columns: Sequence[str] | None = No
     Only ``columns`` are decoded (all when None); a column the file lacks is simply not read,
     so the input builder names it in its own error. The batches stay in Arrow: the model
     inputs are read from its list buffers (``medae.training.encode.list_values``) and only
-    the keys become Polars (:func:`key_frame`). ``reader_threads``: decode the columns on
-    Arrow's thread pool (off to measure one thread's CPU time).
+    the keys become Polars, once per file (:class:`LatentRows`). ``reader_threads``: decode
+    the columns on Arrow's thread pool (off to measure one thread's CPU time).
     """
     try:
         reader = pq.ParquetFile(path)
@@ -313,12 +326,13 @@ def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
         if len(inputs) != batch.num_rows:
             raise DataError(f"{path}: batch {n}: input builder returned {len(inputs)} rows "
                             f"for {batch.num_rows} windows")
-        latents.add(batch, encoder.encode(np.ascontiguousarray(inputs, dtype=np.float32)))
+        latents.add(batch, encoder.encode(np.ascontiguousarray(inputs, dtype=np.float32)),
+                    where=f"{path}: batch {n}: ")
         # Free this batch's decoded columns before the next one is decoded (``latents`` keeps
         # only its key columns): one decoded batch alive per worker, not two, and the
         # allocator reuses the pages it just got back instead of faulting in fresh ones.
         del batch, inputs
-    return latents.frame(ref)
+    return latents.frame(ref, where=f"{path}: ")
 
 
 def _cores() -> int:

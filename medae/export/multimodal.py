@@ -61,8 +61,8 @@ class FusedWindows:
                 continue
             paired_files.check_aligned(batch, pair, f"{paired} (for {path.name})")
             wave_row, waves = paired_files.paired_rows(pair, width, str(paired))
-            encode_batch(batch, wave_row, waves, model, out)
-        return out.frame(ref)
+            encode_batch(batch, wave_row, waves, model, out, f"{path}: ")
+        return out.frame(ref, where=f"{path}: ")
 
 
 def check_pairing(paired: Path, model: Any) -> int:
@@ -75,11 +75,11 @@ def check_pairing(paired: Path, model: Any) -> int:
 
 
 def encode_batch(batch: pa.RecordBatch | pl.DataFrame, wave_row: np.ndarray, waves: np.ndarray,
-                 encoder: Any, out: latents.LatentRows) -> None:
+                 encoder: Any, out: latents.LatentRows, where: str = "") -> None:
     """One batch of EHR windows, each fused with its paired window (``waves[wave_row]``; -1:
     none), encoded into ``out``: keys, ``has_waveform``, latents."""
     rows = encode.assemble_rows(ehr_inputs(batch), np.arange(len(wave_row)), waves, wave_row)
-    out.add(batch, encoder.encode(rows), has_waveform=wave_row >= 0)
+    out.add(batch, encoder.encode(rows), where, has_waveform=wave_row >= 0)
 
 
 def pointer(params: Any) -> Path:

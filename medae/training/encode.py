@@ -56,8 +56,8 @@ def arrow_column(frame: Frame, column: str, what: str = "windows table") -> pa.A
 
 def arrow_columns(frame: Frame, columns: Sequence[str], what: str = "windows table"
                   ) -> pa.Table:
-    """These columns of ``frame`` as an Arrow table, without copying them; a missing one is
-    named.
+    """These columns of ``frame`` as an Arrow table (an Arrow input's without a copy); a
+    missing one is named.
 
     >>> arrow_columns(pa.record_batch({"a": [1], "b": [2.0]}), ["b"]).column_names
     ['b']

@@ -176,15 +176,24 @@ def paired_samples(record_name: pa.Array | pa.ChunkedArray,
     return has, flat.reshape(n, width)
 
 
+def _same_values(ehr: pa.Array, paired: pa.Array) -> bool:
+    """Equal values (nulls in the same places), compared in Arrow, with no Polars frame per
+    batch; a column of another integer or time type is compared in the EHR column's type."""
+    if paired.type != ehr.type:
+        try:
+            paired = paired.cast(ehr.type)
+        except pa.ArrowException:
+            return False
+    return ehr.equals(paired)
+
+
 def check_aligned(ehr: pl.DataFrame | pa.RecordBatch, paired: pl.DataFrame | pa.RecordBatch,
                   where: str) -> None:
     """The paired rows belong to these EHR windows, row for row; else name the file.
     Either side may be a Polars frame or an Arrow batch (only the keys are compared)."""
-    # compared in Arrow, column by column (type and values): no Polars frame per batch
-    same = len(ehr) == len(paired) and all(
-        arrow_column(ehr, key, where).equals(arrow_column(paired, key, where))
-        for key in KEY_COLUMNS)
-    if not same:
+    if len(ehr) != len(paired) or not all(_same_values(
+            arrow_column(ehr, key, where), arrow_column(paired, key, where))
+            for key in KEY_COLUMNS):
         raise DataError(f"{where}: paired windows do not match the EHR windows row for row "
                         f"(EHR windows changed since pair_windows ran?); "
                         f"run `medae run pair_windows`")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
 import medae.export.latents as latents
@@ -186,11 +187,26 @@ def test_encoder_output_of_the_wrong_shape_is_refused(ehr: Modality, tmp_path: P
     out = tmp_path / "latents" / "ehr"
     export(ehr, out, LinearEncoder(width=6))
     before = pl.scan_parquet(f"{out}/").collect()
-    with pytest.raises(latents.MedaeError, match=r"encoder returned shape \(2, 3\) for 3 "
-                                                 r"windows; expected \(rows, latent\)"):
+    with pytest.raises(latents.MedaeError, match=r"part_0000.parquet: batch 1: encoder returned "
+                                                 r"shape \(2, 3\) for 3 windows; expected "
+                                                 r"\(rows, latent\)"):
         export(ehr, out, ShortEncoder(width=6), ref=ModelRef("medae-ehr", 3, "r", REF.uri),
                workers=1)
     assert pl.scan_parquet(f"{out}/").collect().equals(before)
+
+
+def test_latent_rows_refuse_extra_columns_that_do_not_fit():
+    keys = pa.record_batch({"subject_id": [1, 1], "hadm_id": [2, 2], "stay_id": [3, 3],
+                            "window_start": [0, 1], "window_end": [1, 2]})
+    rows = latents.LatentRows("ehr")
+    with pytest.raises(latents.MedaeError, match=r"f: batch 0: extra column 'has_waveform' has "
+                                                 r"1 rows for 2 windows"):
+        rows.add(keys, np.zeros((2, 2)), "f: batch 0: ", has_waveform=np.array([True]))
+    rows.add(keys, np.zeros((2, 2)), has_waveform=np.array([True, False]))
+    with pytest.raises(latents.MedaeError, match=r"extra columns \[\] differ from the earlier "
+                                                 r"batches' \['has_waveform'\]"):
+        rows.add(keys, np.zeros((2, 2)))
+    assert rows.frame(REF).height == 2  # the refused batches left nothing behind
 
 
 def test_missing_windows_is_a_clear_error(tmp_path: Path):

@@ -158,6 +158,8 @@ def test_paired_files_keep_the_pairs_and_refuse_what_does_not_match(tmp_path):
     with pytest.raises(DataError, match=r"here: paired windows do not match the EHR windows "
                                         r"row for row"):
         paired_files.check_aligned(ehr.reverse(), table, "here")
+    # the keys are compared as values: a paired file with narrower integer ids still fits
+    paired_files.check_aligned(ehr, table.with_columns(pl.col("stay_id").cast(pl.Int32)), "here")
     broken = table.with_columns(wave_values=pl.Series([np.zeros(3, "<f4").tobytes(), b"", b""],
                                                       dtype=pl.Binary))
     paired_files.write_paired(broken, path, index.pairing(width))
