@@ -90,7 +90,7 @@ class Modality:
     name: str
     windows: Path
     upstream_section: str
-    inputs: Callable[[pl.DataFrame], np.ndarray]
+    inputs: Callable[[Frame], np.ndarray]  # gets the Arrow batches of iter_windows
     # columns to read; None = ``READ_COLUMNS[name]`` (every column for an unknown modality)
     columns: tuple[str, ...] | None = None
     # A part that depends on more than its own input file (multimodal: the waveform files of
