@@ -314,12 +314,14 @@ def featurize_shard(item: dict[str, Any]) -> dict[str, Any]:
         pl.col("label_mortality").fill_null(0).cast(pl.Int8),
     )  # already in (stay_id, window_start) order: stays are sorted, starts ascend
     with atomic_path(Path(item["target"])) as tmp:
-        write_windows(out, tmp, item["compression"])
+        write_windows(out, tmp, item["compression"], name=Path(item["target"]))
     return {"windows": out.height, "stays": stays.height}
 
 
-def write_windows(windows: pl.DataFrame, path: Path, compression: str) -> None:
+def write_windows(windows: pl.DataFrame, path: Path, compression: str,
+                  name: Path | None = None) -> None:
     """Write a windows table with its float-list columns declared non-null, lists and values.
+    ``name``: the file errors name (the output, when ``path`` is its temporary).
 
     A reader then skips the per-value validity pass of the list columns, about 15% of the
     time export spends decoding them (docs/refresh.md); Polars still reads them as
@@ -341,7 +343,7 @@ def write_windows(windows: pl.DataFrame, path: Path, compression: str) -> None:
         if pa.types.is_large_list(field.type):
             column = table[field.name]
             if column.null_count or pc.list_flatten(column).null_count:
-                raise DataError(f"{path}: column '{field.name}' holds nulls; windows are "
+                raise DataError(f"{name or path}: column '{field.name}' holds nulls; windows are "
                                 "imputed and may hold none")
             field = pa.field(field.name, pa.large_list(pa.field(
                 "item", field.type.value_type, nullable=False)), nullable=False)

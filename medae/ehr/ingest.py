@@ -29,6 +29,7 @@ from medae.ehr.shards import (
 from medae.ehr.tables import (
     SUBJECT_TABLES,
     TABLES,
+    TableSpec,
     canonical_schema,
     describe_error,
     detect_layout,
@@ -80,6 +81,14 @@ def _collect_partition(folder: Path, schema: pl.Schema, dest: Path) -> None:
         pl.DataFrame(schema=schema).write_parquet(dest)
 
 
+# what reading a source table raises when the file is damaged or does not fit its schema
+READ_ERRORS = (pl.exceptions.PolarsError, OSError, EOFError)
+
+
+def _unreadable(path: Path, spec: TableSpec, exc: BaseException) -> DataError:
+    return DataError(f"{path}: cannot be read as table '{spec.name}': {describe_error(exc)}")
+
+
 def ingest_table(item: dict[str, Any]) -> dict[str, Any]:
     """Ingest one table (a module-level function: it runs in executor workers)."""
     spec = TABLES[item["table"]]
@@ -87,7 +96,10 @@ def ingest_table(item: dict[str, Any]) -> dict[str, Any]:
     lf = scan_table(path, spec, item["layout"])
     if spec.name not in SUBJECT_TABLES:
         with atomic_path(out / f"{spec.name}.parquet") as tmp:
-            lf.sort("itemid").sink_parquet(tmp)
+            try:
+                lf.sort("itemid").sink_parquet(tmp)
+            except READ_ERRORS as exc:
+                raise _unreadable(path, spec, exc) from None
         return {"table": spec.name, "changed_shards": [], "removed_no_subject": 0}
     # the scratch folder is named so that, after a SIGKILL, the next run's sweep removes it
     with staging_dir(out / spec.name) as staging:
@@ -105,9 +117,8 @@ def ingest_table(item: dict[str, Any]) -> dict[str, Any]:
                     changed.append(shard)
             # rows whose subject_id is empty or not a number land in the null partition
             no_subject = _count_rows(staging / "parts" / "shard=__HIVE_DEFAULT_PARTITION__")
-        except (pl.exceptions.PolarsError, OSError, EOFError) as exc:
-            raise DataError(f"{path}: cannot be read as table '{spec.name}': "
-                            f"{describe_error(exc)}") from None
+        except READ_ERRORS as exc:
+            raise _unreadable(path, spec, exc) from None
     if no_subject:
         log.warning("%s: %d rows without a valid subject_id dropped", path, no_subject)
     for stale in (out / spec.name).glob("shard_*.parquet"):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from medae.errors import DataError
+from medae.errors import DataError, error_reason
 
 Layout = str  # "mimic4" | "mimic3"
 BOTH = ("mimic4", "mimic3")
@@ -166,7 +166,7 @@ def describe_error(exc: BaseException) -> str:
     >>> describe_error(EOFError("Compressed file ended before the end-of-stream marker"))
     'unexpected end of file (truncated?)'
     """
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = error_reason(exc)
     lowered = text.lower()
     if "gzip" in lowered:
         return "not a gzip file"

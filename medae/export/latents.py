@@ -44,10 +44,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from medae.errors import DataError, MedaeError
+from medae.errors import DataError, MedaeError, error_reason
 from medae.executor import usable_cores
 from medae.io import DIGESTS, atomic_dir, file_digests, read_state, write_json_atomic
 from medae.privacy.protection import Protection
+from medae.privacy.record_names import hide_record_file
 from medae.training.encode import EHR_PARTS, Frame, arrow_column, arrow_columns
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,8 @@ class LatentRows:
             keys = keys_of(self._keys, self.kind)
         except (pa.ArrowException, pl.exceptions.PolarsError) as exc:
             # e.g. batches whose key columns differ in type: name the file, not just Arrow's
-            raise DataError(f"{where}cannot build the latent table's keys ({exc})") from None
+            raise DataError(f"{where}cannot build the latent table's keys "
+                            f"({error_reason(exc)})") from None
         keys = keys.with_columns(
             pl.Series(name, np.concatenate(parts)) for name, parts in self._extra.items())
         return latent_frame(keys, np.concatenate(self._latents), ref)
@@ -304,7 +306,7 @@ def iter_windows(path: Path, batch_rows: int, columns: Sequence[str] | None = No
         yield from reader.iter_batches(batch_size=batch_rows, columns=wanted,
                                        use_threads=reader_threads)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read windows Parquet ({exc})") from None
+        raise DataError(f"{path}: cannot read windows Parquet ({error_reason(exc)})") from None
 
 
 def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
@@ -314,6 +316,18 @@ def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
     A waveform model is trained on one channel (``encoder.channel``): only that channel's
     windows are encoded. Returns ``None`` when the file has no window to encode.
     """
+    try:
+        return _encode_file(path, modality, encoder, ref, batch_rows)
+    except DataError as exc:
+        if not modality.named_by_record:
+            raise
+        # a waveform file is named after its record, and MIMIC record names embed the
+        # subject id: the message names the file by its place in its folder instead
+        raise DataError(hide_record_file(str(exc), path)) from None
+
+
+def _encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
+                 batch_rows: int) -> pl.DataFrame | None:
     channel = getattr(encoder, "channel", None) if modality.name == "waveforms" else None
     latents = LatentRows(modality.name)
     for n, batch in enumerate(iter_windows(path, batch_rows, modality.read_columns())):
@@ -558,15 +572,21 @@ class LazyEncoder:
 
 def resolve_alias(tracking_uri: str, name: str, alias: str) -> ModelRef:
     """Look up ``name@alias`` in the MLflow registry; a clear error when it does not exist."""
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        raise MedaeError(f"no model '{name}@{alias}' in the MLflow registry at {tracking_uri}; "
-                         f"run the training stage first") from None
+    except Exception as exc:  # noqa: BLE001 - the store raises SQLAlchemy and HTTP errors too
+        # MLflow says "no such model" and "no such alias" with these two codes; anything else
+        # (a database it cannot open, a server that does not answer) is not a missing model
+        if getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST",
+                                                "INVALID_PARAMETER_VALUE"):
+            raise MedaeError(f"no model '{name}@{alias}' in the MLflow registry at "
+                             f"{tracking_uri}; run the training stage first") from None
+        raise MedaeError(f"cannot look up '{name}@{alias}' in the MLflow registry at "
+                         f"{tracking_uri} ({type(exc).__name__}: {error_reason(exc)})"
+                         ) from None
     return ModelRef(name=name, version=int(mv.version), run_id=mv.run_id or "",
                     uri=f"models:/{name}@{alias}")
 

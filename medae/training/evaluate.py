@@ -17,7 +17,6 @@ The EHR and waveform parts each train their own model (with the ``train_ehr`` mo
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -104,13 +103,10 @@ def evaluate_ehr(params: Any) -> dict[str, Any]:
 
     from medae.models.corruption import hide_observed
     from medae.training.encode import ehr_inputs, ehr_shape
-    from medae.training.train import read_ehr_windows
+    from medae.training.train import read_ehr_stats, read_ehr_windows
 
     cfg = params.evaluate
-    stats_path = params.path(cfg.ehr_stats)
-    if not stats_path.exists():
-        raise DataError(f"{stats_path}: EHR statistics not found; run `medae run featurize_ehr`")
-    stats = json.loads(stats_path.read_text())
+    stats = read_ehr_stats(params.path(cfg.ehr_stats))
     df = read_ehr_windows(params.path(cfg.ehr_features))
     parts = {s: df.filter(pl.col("split") == s) for s in ("train", "tuning", "held_out")}
     empty = [s for s, p in parts.items() if p.height == 0]

@@ -36,9 +36,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medae.errors import DataError
+from medae.errors import DataError, error_reason
 from medae.executor import map_items
 from medae.io import DIGESTS, file_digests, per_file_cached, read_state, write_json_atomic
+from medae.privacy.record_names import hide_record_file
 from medae.training import paired_files, pairs, wave_reader
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ def footer(path: Path) -> tuple[set[int], list[int]]:
             stays = set(pl.read_parquet(path, columns=["stay_id"])["stay_id"].drop_nulls())
         return stays, wave_reader.group_rows(meta)
     except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: cannot read column 'stay_id' "
-                        f"({str(exc).splitlines()[0]})") from None
+        raise DataError(hide_record_file(f"{path}: cannot read column 'stay_id' "
+                                         f"({error_reason(exc)})", path)) from None
 
 
 def _footer_stays(meta: pq.FileMetaData) -> set[int] | None:
@@ -165,7 +166,7 @@ def pair_part(ehr_file: Path, index: WaveIndex) -> tuple[pl.DataFrame, int | Non
         ehr = pl.read_parquet(ehr_file, columns=list(EHR_KEYS))
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise DataError(f"{ehr_file}: cannot read the EHR window keys "
-                        f"({str(exc).splitlines()[0]})") from None
+                        f"({error_reason(exc)})") from None
     keys = index.keys(set(ehr["stay_id"].drop_nulls()), f"in {ehr_file.name}")
     width = wave_reader.sample_count(keys, index.groups) if keys.height else None
     rows, used = pairs.keep_used_waves(

@@ -26,7 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medae.errors import DataError
+from medae.errors import DataError, error_reason
 from medae.io import atomic_path
 from medae.training import pairs
 from medae.training.encode import arrow_column, one_array
@@ -97,7 +97,7 @@ def paired_file(paired_folder: Path, ehr_file: Path) -> Path:
 
 def unreadable(path: Path, exc: Exception) -> DataError:
     """The error for a paired (or wave-only) file that cannot be read, naming it."""
-    return DataError(f"{path}: cannot read the paired windows ({str(exc).splitlines()[0]})")
+    return DataError(f"{path}: cannot read the paired windows ({error_reason(exc)})")
 
 
 def read_paired(path: Path, columns: list[str] | None = None) -> pa.Table:

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from medae.errors import DataError
+from medae.errors import DataError, error_reason
 from medae.models.config import Shape
+from medae.privacy.record_names import hide_record_files
 from medae.training import pairs
 from medae.training.encode import (
     ehr_inputs,
@@ -80,9 +81,18 @@ def read_ehr_windows(folder: Path) -> pl.DataFrame:
 
 
 def read_ehr_stats(stats_path: Path) -> dict[str, Any]:
+    """featurize_ehr's statistics; an error naming the file when missing or unreadable."""
     if not stats_path.exists():
         raise DataError(f"{stats_path}: EHR statistics not found; run `medae run featurize_ehr`")
-    return json.loads(stats_path.read_text())
+    try:
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{stats_path}: cannot read the EHR statistics ({error_reason(exc)}); "
+                        "run `medae run featurize_ehr` again") from None
+    if not isinstance(stats, dict) or not {"n_bins", "variables"} <= stats.keys():
+        raise DataError(f"{stats_path}: not featurize_ehr's statistics (no n_bins and "
+                        "variables); run `medae run featurize_ehr` again")
+    return stats
 
 
 def ehr_target_width(df: pl.DataFrame, stats: dict[str, Any], folder: Path,
@@ -138,9 +148,14 @@ def read_channel_windows(folder: Path, channel: str, max_nan_frac: float,
     """The ``channel`` windows passing ``max_nan_frac``, sorted by record and time, and the
     files they came from."""
     files = parquet_files(folder, "window_waveforms")
-    lf = pl.scan_parquet(files)
-    require_columns(lf, columns, str(folder))
-    df = lf.filter(pairs.usable(channel, max_nan_frac)).select(*columns).collect()
+    try:
+        lf = pl.scan_parquet(files)
+        require_columns(lf, columns, str(folder))
+        df = lf.filter(pairs.usable(channel, max_nan_frac)).select(*columns).collect()
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        # the files are named after their records, and Polars may name one
+        raise DataError(f"{folder}: cannot read the waveform windows "
+                        f"({hide_record_files(error_reason(exc), files)})") from None
     if df.height == 0:
         raise DataError(f"{folder}: no '{channel}' windows with q_nan_frac <= {max_nan_frac}")
     return df.sort("record_name", "start_s"), files

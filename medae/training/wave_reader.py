@@ -23,7 +23,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medae.errors import DataError
+from medae.errors import DataError, error_reason
+from medae.privacy.record_names import hide_record_file, hide_record_files, record_file
 from medae.training.encode import waveform_inputs
 
 # The key columns pairing needs of a waveform windows file (docs/contracts.md).
@@ -60,7 +61,9 @@ def read_keys(files: Sequence[Path], groups: Groups,
     try:
         keys = keep(pl.concat(scans)).collect()
     except pl.exceptions.PolarsError as exc:
-        raise DataError(f"{where}: cannot read ({str(exc).splitlines()[0]})") from None
+        # Polars may name a file, and the files are named after their records
+        raise DataError(f"{where}: cannot read ({hide_record_files(error_reason(exc), files)})"
+                        ) from None
     return keys.sort("record_name", "start_s", maintain_order=True)
 
 
@@ -93,11 +96,11 @@ def read_samples(keys: pl.DataFrame, groups: Groups, width: int, where: str) -> 
     """The samples of the windows ``keys`` (rows of :func:`read_keys`), row for row: those
     read with the keys, the others from the row groups holding them only. Each window must
     have ``width`` samples."""
-    parts: list[tuple[np.ndarray, np.ndarray, str]] = []  # (output rows, samples, file)
+    parts: list[tuple[np.ndarray, np.ndarray, Path]] = []  # (output rows, samples, file)
     read = keys[IN_MEMORY].to_numpy()
     if read.any():
         small = keys.filter(pl.col(IN_MEMORY))
-        parts.append((read.nonzero()[0], waveform_inputs(small), Path(small[FILE][0]).name))
+        parts.append((read.nonzero()[0], waveform_inputs(small), Path(small[FILE][0])))
     rest = keys.with_row_index("_out").filter(~pl.col(IN_MEMORY))
     names, which = np.unique(rest[FILE].to_numpy(), return_inverse=True)
     order = np.argsort(which, kind="stable")
@@ -105,11 +108,11 @@ def read_samples(keys: pl.DataFrame, groups: Groups, width: int, where: str) -> 
     bounds = np.cumsum([0, *np.bincount(which, minlength=len(names))])
     for k, name in enumerate(names):  # by file name, each file's rows in order
         path, mine = Path(name), slice(bounds[k], bounds[k + 1])
-        parts.append((at[mine], _read_rows(path, rows[mine], groups[path.name]), path.name))
+        parts.append((at[mine], _read_rows(path, rows[mine], groups[path.name]), path))
     out = np.empty((keys.height, width), np.float32)
     for at_rows, values, source in parts:
         if values.shape[1] != width:
-            raise DataError(f"{where}: waveform windows of {source} have "
+            raise DataError(f"{where}: waveform windows of {record_file(source)} have "
                             f"{values.shape[1]} samples, the first eligible one {width} "
                             f"(records windowed with other window_waveforms params?)")
         out[at_rows] = values
@@ -128,6 +131,6 @@ def _read_rows(path: Path, wanted: np.ndarray, sizes: Sequence[int]) -> np.ndarr
         table = pq.ParquetFile(path).read_row_groups(chosen.tolist(), columns=["values"],
                                                       use_threads=False)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: cannot read column 'values' "
-                        f"({str(exc).splitlines()[0]})") from None
+        raise DataError(hide_record_file(f"{path}: cannot read column 'values' "
+                                         f"({error_reason(exc)})", path)) from None
     return waveform_inputs(pl.from_arrow(table.take(local)))

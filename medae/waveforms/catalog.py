@@ -19,10 +19,11 @@ from typing import Any
 
 import polars as pl
 
-from medae.errors import DataError
+from medae.errors import DataError, error_reason
 from medae.io import atomic_path
+from medae.privacy.record_names import FOLDER, RECORD, hide_record, show_record
 from medae.waveforms.channels import canonical_channel
-from medae.waveforms.headers import FOLDER, RECORD, hide_record, read_header, show_record
+from medae.waveforms.headers import read_header
 from medae.waveforms.reader import layout_segments
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def catalog_folder_item(job: FolderJob) -> tuple[list[dict[str, Any]], list[dict
         folder = Path(job.folder)
         subject = subject_id(folder, Path(job.source), job.pattern) if folder != Path(
             job.source) else None
-        raise DataError(hide_record(f"{type(exc).__name__}: {exc}".splitlines()[0],
+        raise DataError(hide_record(f"{type(exc).__name__}: {error_reason(exc)}",
                                     job.folder, subject, FOLDER)) from None
 
 

@@ -5,13 +5,11 @@ base time). :func:`read_header` first asks wfdb; when wfdb refuses, it tries the
 on the record line and says which one worked, so the record is processed instead of lost.
 :func:`readable_record` gives wfdb a path it can read for such a record (a temporary folder with
 the repaired header and links to the original data files; the source is never modified).
-:func:`hide_record` / :func:`show_record` keep a record's path (which names its subject in
-MIMIC) out of the messages that reach the logs.
+Messages name no record (``medae.privacy.record_names``): MIMIC record names embed the subject.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -20,14 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from medae.errors import DataError
+from medae.errors import DataError, error_reason
 
 _DATE = re.compile(r"^\d{1,2}/\d{1,2}/\d{2,4}$")
 _TIME = re.compile(r"^\d{1,2}(:\d{1,2}){0,2}(\.\d+)?$")
-# Placeholders that stand for a record's path, its folder and its subject id in log lines.
-RECORD = "<record>"
-FOLDER = "<folder>"
-SUBJECT = "<subject>"
 
 
 def _split_record_line(text: str) -> tuple[list[str], int, list[str]] | None:
@@ -85,7 +79,7 @@ def read_header(path: str | Path) -> tuple[Any, str | None]:
     except FileNotFoundError:
         raise DataError(f"{header_file}: header file not found") from None
     except Exception as exc:  # noqa: BLE001 - wfdb raises many types for bad headers
-        first_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        first_error = f"{type(exc).__name__}: {error_reason(exc)}"
     repaired = repair_record_line(header_file.read_text(encoding="latin-1"))
     if repaired is not None:
         text, what = repaired
@@ -159,42 +153,3 @@ def readable_record(path: str | Path) -> Iterator[Path]:
         yield tmp / path.name
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Messages that name no record. MIMIC record and folder names embed the subject id
-# (``p10012853/p10012853-0001``), so log lines refer to a record by its row in the catalog (or
-# the quarantine table) and hide its path behind a placeholder. The full path stays where only
-# the data owner reads it: the catalog, the quarantine table and ``reports/dq_waveforms.json``,
-# where :func:`show_record` puts it back.
-
-def hide_record(text: str, path: str, subject_id: int | None = None,
-                placeholder: str = RECORD) -> str:
-    """``text`` with the record (or folder) ``path`` replaced by ``placeholder``, its sibling
-    files named without their folder, and digit runs equal to ``subject_id`` hidden.
-
-    >>> hide_record("/src/p10012853/p10012853-x: cannot read frames 0-10",
-    ...             "/src/p10012853/p10012853-x", 10012853)
-    '<record>: cannot read frames 0-10'
-    >>> hide_record("/src/p000878/3269321_0002.dat missing in /src/p000878",
-    ...             "/src/p000878/p000878-2137-10-26", 878)
-    '3269321_0002.dat missing in /src/p<subject>'
-    """
-    folder = os.path.dirname(path)
-    text = text.replace(path, placeholder)
-    if folder:
-        text = text.replace(folder + os.sep, "")  # segments and data files beside the header
-    text = text.replace(os.path.basename(path), placeholder)
-    if subject_id is not None:
-        text = re.sub(r"\d{5,}", lambda m: SUBJECT if int(m.group()) == subject_id
-                      else m.group(), text)
-    return text
-
-
-def show_record(text: str, path: str, placeholder: str = RECORD) -> str:
-    """The owner's view of a hidden message: the placeholder back to the record's ``path``.
-
-    >>> show_record("<record>: cannot read frames 0-10", "p10012853/p10012853-x")
-    'p10012853/p10012853-x: cannot read frames 0-10'
-    """
-    return text.replace(placeholder, path)

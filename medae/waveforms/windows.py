@@ -29,8 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medae.errors import DataError, MedaeError
+from medae.errors import DataError, MedaeError, error_reason
 from medae.io import atomic_path, ensure_dir, read_state, write_json_atomic
+from medae.privacy.record_names import hide_record, show_record
 from medae.waveforms.beats import (
     beat_quality,
     cut_beats,
@@ -52,7 +53,6 @@ from medae.waveforms.dsp import (
     rational_ratio,
     resample_runs,
 )
-from medae.waveforms.headers import hide_record, show_record
 from medae.waveforms.reader import Chunk, Segment, iter_chunks, record_segments
 
 log = logging.getLogger(__name__)
@@ -423,8 +423,9 @@ def window_record(job: RecordJob) -> dict[str, Any]:
     try:
         return process_record(job)
     except Exception as exc:  # noqa: BLE001 - every failure quarantines the record
-        message = str(exc) if isinstance(exc, DataError) else f"{type(exc).__name__}: {exc}"
-        raise DataError(hide_record(message.splitlines()[0] if message else "",
+        message = (str(exc).splitlines()[0] if isinstance(exc, DataError) and str(exc)
+                   else f"{type(exc).__name__}: {error_reason(exc)}")
+        raise DataError(hide_record(message,
                                     job.path, job.subject_id)) from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 
@@ -49,3 +50,19 @@ def test_medae_run_reports_bad_source_in_one_line(tmp_path):
     ])
     assert result.exit_code == 1
     assert "ICUSTAYS.csv.gz: missing required column 'intime'" in result.stderr
+
+
+def test_a_truncated_dictionary_table_is_named(tmp_path):
+    """d_items is sunk outside the subject tables' sharding: its failure names it too."""
+    source = mimic3_source(tmp_path / "src")
+    rows = b"ROW_ID,ITEMID,LABEL,UNITNAME\n" + b"1,211,Heart Rate,bpm\n" * 5000
+    (source / "D_ITEMS.csv.gz").write_bytes(gzip.compress(rows, mtime=0)[:300])
+    result = CliRunner().invoke(app, [
+        "run", "ingest_ehr", "--params", str(ROOT / "params.yaml"),
+        "--set", f"ehr.source={source}", "--set", f"ingest_ehr.out={tmp_path / 'raw'}",
+        "--set", "executor.workers=1",
+    ])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {source / 'D_ITEMS.csv.gz'}: cannot be read as table 'd_items': "
+        "unexpected end of file (truncated?)")

@@ -126,3 +126,7 @@ def test_window_writer_refuses_a_null_value_and_names_the_column(tmp_path):
     with pytest.raises(DataError, match=r"part\.parquet: column 'mask' holds nulls"):
         write_windows(windows, tmp_path / "part.parquet", "lz4")
     assert not (tmp_path / "part.parquet").exists()
+    # written to a temporary, the error names the output it stands for
+    with pytest.raises(DataError) as caught:
+        write_windows(windows, tmp_path / ".part.parquet.tmp", "lz4", name=tmp_path / "p.parquet")
+    assert str(caught.value).startswith(f"{tmp_path / 'p.parquet'}: column 'mask' holds nulls")

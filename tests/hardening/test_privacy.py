@@ -14,9 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import medae.errors
 import medae.io
 import medae.privacy.encryption
 import medae.privacy.pseudonym
+import medae.privacy.record_names
 from medae.errors import ConfigError, DataError
 from medae.io import atomic_dir, atomic_path, ensure_dir, write_json_atomic
 from medae.privacy import (
@@ -35,7 +37,8 @@ def _mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-@pytest.mark.parametrize("module", [medae.privacy.pseudonym, medae.privacy.encryption, medae.io])
+@pytest.mark.parametrize("module", [medae.privacy.pseudonym, medae.privacy.encryption, medae.io,
+                                    medae.privacy.record_names, medae.errors])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
