@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medae.errors import MedaeError
+from medae.io import write_text_atomic
 
 log = logging.getLogger("medae.refresh")
 
@@ -109,10 +110,16 @@ def _last_error_line(output: str) -> str:
     return (own or raised or dvc or lines or ["no output"])[-1]
 
 
+def stage_log(root: Path, stage: str) -> Path:
+    """Where a failed stage's whole output is kept (git-ignored, owner-only)."""
+    return Path(root) / "reports" / "logs" / f"{stage}.log"
+
+
 def reproduce(root: Path, stage: str, force: bool = False) -> bool:
     """``dvc repro --single-item <stage>``; returns whether the stage's command ran.
 
-    Raises :class:`StageFailed` with the stage's own one-line error (``medae run`` prints it).
+    Raises :class:`StageFailed` with the stage's own one-line error (``medae run`` prints it);
+    the stage's whole output is then in :func:`stage_log`.
     """
     args = ["repro", "--single-item", stage] + (["--force"] if force else [])
     proc = _dvc(root, *args)
@@ -121,10 +128,14 @@ def reproduce(root: Path, stage: str, force: bool = False) -> bool:
         if line.strip():
             log.debug("%s | %s", stage, line)
     if proc.returncode != 0:
-        tail = "\n".join(output.strip().splitlines()[-15:])
-        log.warning("%s failed; last lines of its output:\n%s", stage, tail)
+        # The whole output (tracebacks, DVC's messages) stays in an owner-only file: what
+        # reaches Prefect's logs is the stage's own one-line error, as medae prints it.
+        kept = stage_log(root, stage)
+        write_text_atomic(kept, output)
+        error = _last_error_line(output)
+        log.warning("%s failed: %s (its whole output: %s)", stage, error, kept)
         transient = any(m in output.lower() for m in TRANSIENT_MARKERS)
-        raise StageFailed(stage, _last_error_line(output), transient=transient)
+        raise StageFailed(stage, error, transient=transient)
     return f"Running stage '{stage}'" in output
 
 
