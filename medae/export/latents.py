@@ -319,11 +319,13 @@ def encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,
     try:
         return _encode_file(path, modality, encoder, ref, batch_rows)
     except DataError as exc:
-        if not modality.named_by_record:
-            raise
-        # a waveform file is named after its record, and MIMIC record names embed the
-        # subject id: the message names the file by its place in its folder instead
-        raise DataError(hide_record_file(str(exc), path)) from None
+        # the encoder and the input builders do not know the file: name it
+        message = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+        if modality.named_by_record:
+            # a waveform file is named after its record, and MIMIC record names embed the
+            # subject id: the message names the file by its place in its folder instead
+            message = hide_record_file(message, path)
+        raise DataError(message) from None
 
 
 def _encode_file(path: Path, modality: Modality, encoder: Encoder, ref: ModelRef,

@@ -21,7 +21,7 @@ import polars as pl
 
 from medae.errors import DataError, error_reason
 from medae.models.config import Shape
-from medae.privacy.record_names import hide_record_files
+from medae.privacy.record_names import hide_record_files, record_file
 from medae.training import pairs
 from medae.training.encode import (
     ehr_inputs,
@@ -158,7 +158,25 @@ def read_channel_windows(folder: Path, channel: str, max_nan_frac: float,
                         f"({hide_record_files(error_reason(exc), files)})") from None
     if df.height == 0:
         raise DataError(f"{folder}: no '{channel}' windows with q_nan_frac <= {max_nan_frac}")
+    if "values" in df.columns:
+        check_one_width(df, folder, channel)
     return df.sort("record_name", "start_s"), files
+
+
+def check_one_width(windows: pl.DataFrame, folder: Path, channel: str) -> None:
+    """A model takes rows of one width: every window of the channel must have as many samples
+    (records windowed with other ``window_waveforms`` params do not)."""
+    counts = (windows.group_by(pl.col("values").list.len().alias("samples"))
+              .agg(pl.col("record_name").n_unique().alias("records"),
+                   pl.col("record_name").min().alias("first"))
+              .sort("records", "samples", descending=[True, False]))
+    if counts.height > 1:
+        odd = counts.row(1, named=True)
+        found = ", ".join(f"{r['samples']} in {r['records']} record(s)"
+                          for r in counts.iter_rows(named=True))
+        raise DataError(f"{folder}: '{channel}' windows of different lengths ({found}), e.g. "
+                        f"{record_file(folder / (odd['first'] + '.parquet'))}; re-run "
+                        f"`medae run window_waveforms` with one set of params")
 
 
 def load_waveforms(params: Any) -> Prepared:

@@ -113,8 +113,12 @@ class ChannelPlan:
         target = cfg.rates.get(kind, fs_in)
         up, down = rational_ratio(fs_in, target)
         fs_out = fs_in * up / down
+        # Window and stride in samples from the target rate, not the rate reached: a record
+        # at 249.89 Hz reaches 124.945 Hz, and 10 s of it would be 1,249 samples where every
+        # other record's ECG window has 1,250. A channel's windows must all have one length
+        # (models take fixed-width rows); the window then spans 1,250 / 124.945 s.
         return cls(index, seg.sig_names[index], canonical, kind, fs_in, fs_out,
-                   int(round(cfg.window_s * fs_out)), max(1, int(round(cfg.stride_s * fs_out))))
+                   int(round(cfg.window_s * target)), max(1, int(round(cfg.stride_s * target))))
 
 
 @dataclass

@@ -147,3 +147,49 @@ def test_registry_errors_say_whether_the_model_is_missing_or_the_registry_unread
     assert str(caught.value).startswith(
         f"cannot look up 'medae-ehr@champion' in the MLflow registry at sqlite:///{broken} (")
     assert "not a database" in str(caught.value) and "training" not in str(caught.value)
+
+
+def test_a_model_refusing_a_record_file_s_windows_names_the_file_by_its_place(tmp_path: Path):
+    """Windows of another length than the model was trained on (say, windowed with other
+    params): the encoder's refusal is named with the file, which is named by its place."""
+    import torch
+
+    from medae.config import load_params
+    from medae.export.latents import Modality, ModelRef, export_modality
+    from medae.models.build import build_model
+    from medae.training.encode import Encoder, waveform_inputs, waveform_shape
+
+    folder = tmp_path / "waveform_windows"
+    window_files(folder)  # 50 samples a window
+    torch.manual_seed(0)
+    model = build_model(load_params().train_waveforms.model, waveform_shape(60, "ecg_ii"))
+    modality = Modality("waveforms", folder, "window_waveforms", waveform_inputs,
+                        named_by_record=True)
+    with pytest.raises(DataError) as caught:
+        export_modality(modality, Encoder(model.eval(), "cpu"), ModelRef("m", 1, "r", "u"),
+                        tmp_path / "latents" / "waveforms", params_hash="p", batch_rows=4,
+                        workers=1)
+    message = str(caught.value)
+    assert_private(message)
+    assert re.search(r"waveform_windows/<record>\.parquet \(file 1 of 2 there, by name\): "
+                     r"encode: expected rows of width 60, got shape \(2, 50\)", message), message
+
+
+def test_training_refuses_windows_of_different_lengths_naming_a_file_by_its_place(
+        tmp_path: Path):
+    from medae.training.train import read_channel_windows
+
+    folder = tmp_path / "waveform_windows"
+    files = window_files(folder)
+    third = pl.read_parquet(files[0]).with_columns(record_name=pl.lit(f"p{SUBJECT}-0003"))
+    third.write_parquet(folder / f"p{SUBJECT}-0003.parquet")
+    odd = pl.read_parquet(files[1]).with_columns(pl.col("values").list.head(49))
+    odd.write_parquet(files[1])
+    with pytest.raises(DataError) as caught:
+        read_channel_windows(folder, "ecg_ii", 1.0)
+    message = str(caught.value)
+    assert_private(message)
+    assert message.startswith(f"{folder}: 'ecg_ii' windows of different lengths (50 in 2 "
+                              "record(s), 49 in 1 record(s)), e.g. ")
+    assert re.search(r"waveform_windows/<record>\.parquet \(file 2 of 3 there, by name\); "
+                     r"re-run `medae run window_waveforms`", message), message

@@ -121,6 +121,12 @@ def test_multi_rate_record_keeps_native_rates(physionet, tmp_path):
     mixed = pl.read_parquet(tmp_path / "w.parquet")
     fs = dict(mixed.select("channel", "fs").unique().rows())
     assert fs["ecg_ii"] == pytest.approx(124.945) and fs["ppg"] == pytest.approx(124.945)
+    # ... and every window still has the 10 s x 125 Hz = 1,250 samples of every other
+    # record's (models take fixed-width rows): it spans 1,250 / 124.945 s
+    lengths = dict(mixed.select("channel", pl.col("values").list.len()).unique().rows())
+    assert lengths == {"ecg_ii": 1250, "ecg_iii": 1250, "ecg_v": 1250, "abp": 1250, "ppg": 1250}
+    starts = mixed.filter(pl.col("channel") == "ecg_ii")["start_s"].sort().diff().drop_nulls()
+    assert starts.min() == pytest.approx(1250 / 124.945)
 
 
 def test_missing_segment_files_are_reported_not_fatal(wf_run):
