@@ -17,6 +17,7 @@ EHR_SOURCE=$(param 'p.path(p.ehr.source)')
 WAVE_SOURCE=$(param 'p.path(p.waveforms.source)')
 LATENTS=$(param 'p.path(p.export_latents.out)')
 MODALITIES=$(param '" ".join(p.export_latents.modalities)')
+EVALUATION=$(param 'p.path(p.evaluate.out)')
 
 if is_empty "$EHR_SOURCE" && is_empty "$WAVE_SOURCE"; then
   say "generating demo data: 200 subjects with waveforms -> $EHR_SOURCE, $WAVE_SOURCE"
@@ -69,6 +70,19 @@ for modality in sys.argv[2:]:
                  f"{index[modality]['rows']}")
     print(f"{modality:10s} {rows:>8,} latent rows  model {index[modality]['model_name']} "
           f"v{index[modality]['model_version']}  -> {latents / modality}/")
+EOF
+
+# The evaluation ran with the training (refresh.evaluate: with_training); a part whose data is
+# absent (MIT-BIH is read from evaluate.mitdb, outside the checkout) says so here.
+python - "$EVALUATION" <<'EOF'
+import json, sys
+from pathlib import Path
+path = Path(sys.argv[1])
+if path.exists():
+    result = json.loads(path.read_text())
+    for part, what in (("ehr", "EHR"), ("wave", "MIT-BIH waveforms")):
+        print(f"evaluation, {what}: {result.get(f'{part}_status', 'not run')}")
+    print(f"  -> {path}")
 EOF
 
 cat <<EOF

@@ -50,3 +50,13 @@ def test_code_deps_cover_what_the_stage_imports(stage):
                        if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
     assert not uncovered, f"add to dvc.yaml stages.{stage}.deps: {uncovered}"
     assert all((ROOT / d).exists() for d in deps), "a code dep in dvc.yaml does not exist"
+
+
+def test_no_stage_depends_on_a_path_outside_the_project(graph):
+    """DVC refuses to run a stage whose dependency is missing: a dependency outside the
+    checkout (the shared MIT-BIH copy of ``evaluate.mitdb``) would fail ``make demo`` in a
+    clone that has none beside it. ``evaluate`` reads MIT-BIH when present and says so when
+    not; its path is a tracked param."""
+    outside = {info.name: d for info in graph for d in info.deps
+               if not (ROOT / d).resolve().is_relative_to(ROOT)}
+    assert not outside, f"dependencies outside the project: {outside}"
