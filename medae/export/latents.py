@@ -54,6 +54,7 @@ from medae.training.encode import EHR_PARTS, Frame, arrow_column, arrow_columns
 log = logging.getLogger(__name__)
 
 FINGERPRINTS = "_fingerprints.json"
+EMPTY = "empty:"  # marks, in the fingerprints, an input file that gave no part
 MANIFEST = "_manifest.json"
 EHR_KEYS = ("subject_id", "hadm_id", "stay_id", "window_start", "window_end")
 WAVEFORM_KEYS = ("subject_id", "stay_id", "record_name", "channel", "window_start", "window_end",
@@ -477,16 +478,21 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
                     for path, digest in zip(inputs, file_digests(
                         inputs, cache / DIGESTS if cache is not None else None), strict=True)}
     with atomic_dir(out_dir) as staging:
-        changed = [path for path in inputs
-                   if not _reuse_part(part[path], out_dir, staging,
-                                      previous.get(part[path]) == fingerprints[part[path]])]
+        # Unchanged files that had nothing to encode (a record without the model's channel)
+        # have no part to carry and are not read again.
+        empty = {name for name, fp in fingerprints.items() if previous.get(name) == EMPTY + fp}
+        changed = [path for path in inputs if part[path] not in empty
+                   and not _reuse_part(part[path], out_dir, staging,
+                                       previous.get(part[path]) == fingerprints[part[path]])]
         if changed and isinstance(encoder, LazyEncoder):
             encoder.load()  # here, once, so torch is loaded before the workers start
 
         def encode_one(path: Path) -> None:
             latents = (modality.encode(path, encoder, ref, batch_rows) if modality.encode
                        else encode_file(path, modality, encoder, ref, batch_rows))
-            if latents is not None:  # no part for a file without windows to encode
+            if latents is None:  # no part for a file without windows to encode
+                empty.add(part[path])
+            else:
                 protection.write(protection.apply(latents), staging / part[path])
 
         encode_files(changed, encode_one, workers)
@@ -496,7 +502,8 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
         # Forget the old fingerprints before the swap: a crash between the swap and the
         # update below must cause a re-encode, never the reuse of a part from another model.
         _set_entry(fingerprint_file, out_dir.name, None)
-    _set_entry(fingerprint_file, out_dir.name, fingerprints)
+    _set_entry(fingerprint_file, out_dir.name, {
+        name: EMPTY + fp if name in empty else fp for name, fp in fingerprints.items()})
     _set_entry(out_dir.parent / MANIFEST, out_dir.name, manifest)
     log.info("export %s: %d rows in %d files (%d encoded, %d unchanged)", modality.name,
              manifest["rows"], len(inputs), encoded, reused)

@@ -240,6 +240,15 @@ def test_waveform_export_keeps_the_encoder_channel_and_computes_window_end(tmp_p
     # the all-ppg record has nothing to encode: no part, but it is remembered as done
     assert [p.name for p in (tmp_path / "latents" / "waveforms").iterdir()] == [
         "p11-0001.parquet"]
+    calls = encoder.calls
+    again = export(modality, tmp_path / "latents" / "waveforms", encoder)
+    assert (again["files_encoded"], again["files_reused"], encoder.calls) == (0, 2, calls)
+    assert again["data_version"] == summary["data_version"]
+    # ... until it changes: now it has an ECG window, and a part
+    pl.DataFrame({**base, "channel": ["ppg", "ppg", "ecg_ii"]}, schema_overrides={
+        "values": pl.List(pl.Float32)}).write_parquet(folder / "p11-0002.parquet")
+    third = export(modality, tmp_path / "latents" / "waveforms", encoder)
+    assert (third["files_encoded"], third["rows"]) == (1, 3)
 
 
 def test_meds_events_have_one_code_per_dimension(ehr: Modality, tmp_path: Path):
