@@ -33,6 +33,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -448,19 +449,33 @@ def _set_entry(index_file: Path, key: str, value: Any) -> None:
     write_json_atomic(index_file, index)
 
 
-def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: Path, *,
-                    params_hash: str, batch_rows: int,
-                    meds_dir: Path | None = None,
-                    protection: Protection | None = None,
-                    workers: int | None = None,
-                    cache: Path | None = None) -> dict[str, Any]:
-    """Encode every windows file of ``modality`` into ``out_dir`` (atomic, incremental).
+def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: Path,
+                    **options: Any) -> dict[str, Any]:
+    """Encode every windows file of ``modality`` into ``out_dir`` (atomic, incremental):
+    :func:`staged_export`, published at once. Returns the manifest."""
+    with staged_export(modality, encoder, ref, out_dir, **options) as published:
+        pass
+    return published
+
+
+@contextmanager
+def staged_export(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: Path, *,
+                  params_hash: str, batch_rows: int,
+                  meds_dir: Path | None = None,
+                  protection: Protection | None = None,
+                  workers: int | None = None,
+                  cache: Path | None = None) -> Iterator[dict[str, Any]]:
+    """Encode every windows file of ``modality`` into a table staged beside ``out_dir``; it
+    replaces ``out_dir`` when the ``with`` block ends, and is discarded if the block raises
+    (so several tables can be published together or not at all). Incremental: unchanged
+    input files' parts are carried over.
 
     ``protection`` pseudonymises and/or encrypts the parts (medae.privacy; default: neither).
     ``cache``: folder of the input digests kept by file stamp (:func:`file_digests`).
     ``workers``: files encoded at a time (default one per core, see :func:`plan_workers`);
     the parts are the same bytes whatever the number.
-    Returns the manifest, also written to ``out_dir.parent/_manifest.json[out_dir.name]``.
+    Yields the manifest (a dict, completed with the export's counts when published), also
+    written to ``out_dir.parent/_manifest.json[out_dir.name]`` once published.
     """
     protection = protection or Protection()
     inputs = sorted(modality.windows.glob("*.parquet"))
@@ -499,6 +514,8 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
         encoded, reused = len(changed), len(inputs) - len(changed)
         manifest = build_manifest(staging, modality, ref, fingerprints, params_hash,
                                   protection)
+        published = {**manifest, "files_encoded": encoded, "files_reused": reused}
+        yield published  # the caller's block runs; an exception there discards the staging
         # Forget the old fingerprints before the swap: a crash between the swap and the
         # update below must cause a re-encode, never the reuse of a part from another model.
         _set_entry(fingerprint_file, out_dir.name, None)
@@ -509,7 +526,6 @@ def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir
              manifest["rows"], len(inputs), encoded, reused)
     if meds_dir is not None:
         write_meds(out_dir, meds_dir, protection)
-    return {**manifest, "files_encoded": encoded, "files_reused": reused}
 
 
 def build_manifest(folder: Path, modality: Modality, ref: ModelRef,
@@ -631,22 +647,28 @@ def run(params: Any) -> dict[str, Any]:
     out_root = params.path(cfg.out)
     known = modalities(params)
     summary: dict[str, Any] = {"out": str(out_root), "modalities": {}}
-    for name in cfg.modalities:
-        modality = known[name]
+    refs: dict[str, ModelRef] = {}
+    for name in cfg.modalities:  # every model looked up before anything is encoded
         if name == "multimodal" and not (pointer := multimodal.pointer(params)).exists():
             log.info("export multimodal: no %s (train_multimodal has not run); skipped", pointer)
             summary["modalities"][name] = {"skipped": "no multimodal model trained"}
             continue
-        ref = resolve_alias(uri, f"medae-{name}", cfg.alias)
-        encoder = LazyEncoder(ref.uri, load_encoder)
-        manifest = export_modality(
-            modality, encoder, ref, out_root / name,
-            params_hash=params.section_hash("export_latents", modality.upstream_section),
-            batch_rows=cfg.batch_rows,
-            meds_dir=out_root / "_meds" / name if cfg.meds else None,
-            protection=protection,
-            cache=params.path(cfg.cache),
-        )
+        refs[name] = resolve_alias(uri, f"medae-{name}", cfg.alias)
+    staged: dict[str, dict[str, Any]] = {}
+    # The tables are published together, once every one is encoded: a failure in one keeps
+    # all the previous tables, never a new EHR table beside an old multimodal one.
+    with ExitStack() as publish:
+        for name, ref in refs.items():
+            modality = known[name]
+            staged[name] = publish.enter_context(staged_export(
+                modality, LazyEncoder(ref.uri, load_encoder), ref, out_root / name,
+                params_hash=params.section_hash("export_latents", modality.upstream_section),
+                batch_rows=cfg.batch_rows,
+                meds_dir=out_root / "_meds" / name if cfg.meds else None,
+                protection=protection,
+                cache=params.path(cfg.cache),
+            ))
+    for name, manifest in staged.items():
         summary["modalities"][name] = {k: manifest[k] for k in (
             "rows", "files", "files_encoded", "files_reused", "model_version", "data_version")}
     if not cfg.meds:

@@ -183,6 +183,28 @@ class ShortEncoder(LinearEncoder):
         return z[:-1] if self.calls == 2 else z
 
 
+def test_staged_tables_are_published_together_or_not_at_all(ehr: Modality, tmp_path: Path):
+    """What ``run`` does with the modalities: each table staged, all swapped in at the end of
+    one ``ExitStack``; a failure while encoding the second discards the staged first."""
+    from contextlib import ExitStack
+
+    first, second = tmp_path / "latents" / "a", tmp_path / "latents" / "b"
+    export(ehr, first, LinearEncoder(width=6))
+    export(ehr, second, LinearEncoder(width=6))
+    before = {p: (p.stat().st_ino, sorted(c.name for c in p.iterdir())) for p in (first, second)}
+    newer = ModelRef("medae-ehr", 3, "run-new", REF.uri)  # every part must be re-encoded
+    with pytest.raises(RuntimeError, match="simulated crash"), ExitStack() as publish:
+        for out, encoder in ((first, LinearEncoder(width=6)),
+                             (second, LinearEncoder(width=6, fail_on_call=2))):
+            publish.enter_context(latents.staged_export(
+                ehr, encoder, newer, out, params_hash="p1", batch_rows=3, workers=1))
+    assert {p: (p.stat().st_ino, sorted(c.name for c in p.iterdir()))
+            for p in (first, second)} == before
+    assert set(pl.scan_parquet(f"{first}/").collect()["model_version"]) == {REF.version}
+    assert sorted(p.name for p in first.parent.iterdir()) == [
+        "_fingerprints.json", "_manifest.json", "a", "b"]  # no staging left behind
+
+
 def test_encoder_output_of_the_wrong_shape_is_refused(ehr: Modality, tmp_path: Path):
     out = tmp_path / "latents" / "ehr"
     export(ehr, out, LinearEncoder(width=6))

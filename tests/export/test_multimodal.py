@@ -26,13 +26,13 @@ EHR_WINDOWS, FUSED = 180, 105
 KEYS = ["subject_id", "hadm_id", "stay_id", "window_start", "window_end"]
 
 
-def export_params(root: Path, out: str | Path = "latents"):
+def export_params(root: Path, out: str | Path = "latents", modalities: str = "[multimodal]"):
     """The tiny training params, with export reading the same windows into ``root / out``."""
     return multimodal_params(
         root, f"featurize_ehr.out={root}/ehr_windows",
         f"window_waveforms.out={root}/linked_waveform_windows",
         f"export_latents.out={root / out}", f"export_latents.cache={root / out}_cache",
-        "export_latents.modalities=[multimodal]")
+        f"export_latents.modalities={modalities}")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -247,3 +247,20 @@ def test_pairs_on_another_channel_are_refused(project, exported, tmp_path):
             latents.run(params)
     finally:
         paired.write_bytes(original)
+
+
+def test_tables_are_published_together_or_not_at_all(project, tmp_path):
+    """No medae-ehr model here: the export stops before encoding anything, and the previous
+    multimodal table stays published, untouched (a failure while encoding: test_latents)."""
+    out = tmp_path / "latents"
+    latents.run(export_params(project, out=out))
+    before = ((out / "multimodal").stat().st_ino, (out / "_manifest.json").read_bytes(),
+              sorted(p.name for p in (out / "multimodal").iterdir()))
+    params = export_params(project, out=out, modalities="[multimodal, ehr]")
+    with pytest.raises(latents.MedaeError, match=r"no model 'medae-ehr@champion'"):
+        latents.run(params)
+    assert ((out / "multimodal").stat().st_ino, (out / "_manifest.json").read_bytes(),
+            sorted(p.name for p in (out / "multimodal").iterdir())) == before
+    assert not (out / "ehr").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["multimodal", "_manifest.json", "_fingerprints.json"])
