@@ -17,7 +17,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import PROJECT_ROOT, report
-from flows.groups import GROUP_FLOWS, make_plan
+from flows.console import medae_errors_in_one_line
+from flows.groups import GROUP_FLOWS, check_selected, declared_stages, make_plan
 from flows.lock import refresh_lock
 from flows.overrides import FLOW_SECTIONS, refuse_stage_overrides
 from flows.policy import TRAINING_STAGES
@@ -157,6 +158,8 @@ def run_refresh(params: Any, stages: list[str] | None = None,
     if not (root / "dvc.yaml").exists():
         raise UsageError(f"{root}: no dvc.yaml here; run medae refresh in the project folder")
     refuse_stage_overrides(params)
+    check_selected(stages, declared_stages(root))  # a typo fails before Prefect starts
+    medae_errors_in_one_line()
     with refresh_lock(root):
         return nightly_refresh(stages=stages, force=force, project=str(root),
                                overrides=flow_overrides(params))

@@ -182,8 +182,10 @@ def refresh(
     force: Annotated[bool, typer.Option(
         help="re-run stages even when DVC says they are up to date")] = False,
 ) -> None:
-    """Run the nightly refresh flow once, now (DVC stages in order, training policy, push,
-    dvc.lock commit, report). A second refresh while one runs fails fast.
+    """Run the nightly refresh once, now: DVC stages, training policy, push, report.
+
+    The DVC stages run in DVC's order, then the data is pushed and dvc.lock committed; the
+    run report goes to reports/refresh.md. A second refresh while one runs fails fast.
 
     --set / --params reach only the refresh.* and dvc.* sections: the stages run through
     `dvc repro`, which reads params.yaml, so a stage override is refused (exit 2); edit

@@ -38,3 +38,57 @@ def test_failed_stage_keeps_its_whole_output_in_an_owner_only_file(tmp_path: Pat
     warnings = [r.getMessage() for r in caplog.records if r.name == "medae.refresh"]
     assert warnings == [f"ingest_ehr failed: {error.removeprefix('stage ingest_ehr: ')} "
                         f"(its whole output: {kept})"]
+
+
+def test_flow_modules_doctests():
+    from tests.doctests import assert_examples_pass
+
+    for module in ("flows.console", "flows.groups", "flows.pipeline"):
+        assert_examples_pass(module)
+
+
+def test_an_unknown_stage_is_refused_before_prefect_starts(tmp_path: Path):
+    from flows.nightly import run_refresh
+    from medae.config import load_params
+    from medae.errors import UsageError
+    from tests.flows.project import ROOT
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        (project / name).write_bytes((ROOT / name).read_bytes())
+    with pytest.raises(UsageError, match=r"^unknown stage\(s\) ingest; dvc.yaml has: "
+                                         r"ingest_ehr, clean_ehr, "):
+        run_refresh(load_params(project / "params.yaml"), stages=["ingest", "ingest_ehr"])
+    assert sorted(p.name for p in project.iterdir()) == ["dvc.yaml", "params.yaml"]
+
+
+def test_medae_errors_reach_the_console_in_one_line():
+    """Prefect's console handler (on the root logger, as Prefect's logging config puts it)
+    drops a medae error's traceback; other exceptions keep theirs."""
+    import io
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from flows.console import medae_errors_in_one_line
+    from medae.errors import MedaeError
+
+    stream = io.StringIO()
+    console = PrefectConsoleHandler(stream=stream)
+    root = logging.getLogger()
+    root.addHandler(console)
+    try:
+        medae_errors_in_one_line()
+        medae_errors_in_one_line()  # once is enough: no second filter
+        assert len(console.filters) == 1
+        log = logging.getLogger("medae_test.console")
+        for error in (MedaeError("stage x: error: bad file"), ValueError("a bug")):
+            try:
+                raise error
+            except Exception:
+                log.error("task failed: %r", error, exc_info=True)
+    finally:
+        root.removeHandler(console)
+    out = stream.getvalue()
+    assert "task failed: MedaeError('stage x: error: bad file')" in out
+    assert out.count("Traceback") == 1 and "ValueError: a bug" in out
