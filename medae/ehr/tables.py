@@ -15,12 +15,15 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from medae.errors import DataError, error_reason
+
+log = logging.getLogger(__name__)
 
 Layout = str  # "mimic4" | "mimic3"
 BOTH = ("mimic4", "mimic3")
@@ -126,16 +129,21 @@ def detect_layout(source: Path, layout: str = "auto") -> Layout:
 
 
 def find_table(source: Path, spec: TableSpec, layout: Layout) -> Path | None:
-    """The file holding ``spec`` in ``source`` (file names matched case-insensitively)."""
+    """The file holding ``spec`` in ``source`` (file names matched case-insensitively).
+
+    Where several hold it (``labevents.parquet`` converted beside ``labevents.csv.gz``), the
+    first of ``SUFFIXES`` is read and a warning names the files left unread.
+    """
     folder = source / spec.module if layout == "mimic4" else source
     if not folder.is_dir():
         return None
-    by_lower = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
-    for suffix in SUFFIXES:
-        hit = by_lower.get(spec.name + suffix)
-        if hit is not None:
-            return hit
-    return None
+    rank = {spec.name + suffix: k for k, suffix in enumerate(SUFFIXES)}
+    hits = sorted((p for p in folder.iterdir() if p.is_file() and p.name.lower() in rank),
+                  key=lambda p: (rank[p.name.lower()], p.name))
+    if len(hits) > 1:
+        log.warning("%s: table '%s' read from %s; not read: %s", folder, spec.name,
+                    hits[0].name, ", ".join(p.name for p in hits[1:]))
+    return hits[0] if hits else None
 
 
 def read_header(path: Path) -> list[str]:

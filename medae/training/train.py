@@ -77,7 +77,11 @@ def read_ehr_windows(folder: Path) -> pl.DataFrame:
     """All EHR windows sorted by their keys (Polars does not keep file order in scans)."""
     lf = pl.scan_parquet(parquet_files(folder, "featurize_ehr"))
     require_columns(lf, EHR_COLUMNS, str(folder))
-    return lf.collect().sort("subject_id", "stay_id", "window_start")
+    windows = lf.collect().sort("subject_id", "stay_id", "window_start")
+    if windows.height == 0:
+        raise DataError(f"{folder}: no EHR windows; featurize_ehr wrote none (no ICU stay "
+                        "with events in ehr.source? see the clean_ehr report)")
+    return windows
 
 
 def read_ehr_stats(stats_path: Path) -> dict[str, Any]:

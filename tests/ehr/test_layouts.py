@@ -141,3 +141,18 @@ def test_unreadable_gzip_is_an_error_naming_the_file(tmp_path, damage, problem):
     params = ehr_params(tmp_path / "work", source)
     with pytest.raises(DataError, match=rf"CHARTEVENTS\.csv\.gz: .*{problem}"):
         run_stage("ingest_ehr", params)
+
+
+def test_a_table_in_two_files_is_read_from_one_and_the_other_named(tmp_path, caplog):
+    from medae.ehr.tables import TABLES, find_table
+
+    source = mimic3_source(tmp_path / "mimic3")  # LABEVENTS.csv
+    (source / "LABEVENTS.csv.gz").write_bytes(gzip.compress((source / "LABEVENTS.csv")
+                                                            .read_bytes(), mtime=0))
+    with caplog.at_level("WARNING", logger="medae.ehr.tables"):
+        found = find_table(source, TABLES["labevents"], "mimic3")
+    assert found == source / "LABEVENTS.csv.gz"  # SUFFIXES order: .parquet, .csv.gz, .csv
+    assert caplog.messages == [
+        f"{source}: table 'labevents' read from LABEVENTS.csv.gz; not read: LABEVENTS.csv"]
+    assert find_table(source, TABLES["icustays"], "mimic3") == source / "ICUSTAYS.csv.gz"
+    assert len(caplog.messages) == 1

@@ -193,3 +193,19 @@ def test_training_refuses_windows_of_different_lengths_naming_a_file_by_its_plac
                               "record(s), 49 in 1 record(s)), e.g. ")
     assert re.search(r"waveform_windows/<record>\.parquet \(file 2 of 3 there, by name\); "
                      r"re-run `medae run window_waveforms`", message), message
+
+
+def test_no_ehr_windows_is_said_so_not_a_width_mismatch(tmp_path: Path):
+    """Stays without events (an icustays table with a header only, say) leave featurize_ehr
+    nothing to write; training says that, not "None entries per window"."""
+    from medae.training.train import read_ehr_windows
+    from tests.training.tables import write_ehr
+
+    folder = tmp_path / "ehr_windows"
+    windows = write_ehr(folder, tmp_path / "ehr_stats.json")
+    for part in folder.glob("*.parquet"):
+        part.unlink()
+    windows.head(0).write_parquet(folder / "part_0000.parquet")
+    with pytest.raises(DataError, match=re.escape(f"{folder}: no EHR windows; featurize_ehr "
+                                                  "wrote none")):
+        read_ehr_windows(folder)
