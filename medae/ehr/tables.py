@@ -43,12 +43,15 @@ class Column:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A canonical table: MIMIC-IV module folder, columns, and whether the run needs it."""
+    """A canonical table: MIMIC-IV module folder, columns, and whether the run needs it.
+    ``one_of``: optional columns of which the file must hold at least one (an event table's
+    values: without any, its rows measure nothing)."""
 
     name: str
     module: str
     columns: tuple[Column, ...]
     required: bool = True
+    one_of: tuple[str, ...] = ()
 
 
 INT = pl.Int64()
@@ -80,16 +83,16 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("labevents", "hosp", (
             SUBJECT, Column("hadm_id", INT, ()), ITEM, CHARTTIME, Column("value", STR, ()),
             Column("valuenum", FLOAT, ()), Column("valueuom", STR, ()),
-        ), required=False),
+        ), required=False, one_of=("value", "valuenum")),
         TableSpec("chartevents", "icu", (
             SUBJECT, Column("hadm_id", INT, ()), Column("stay_id", INT, (), ("icustay_id",)),
             ITEM, CHARTTIME, Column("value", STR, ()), Column("valuenum", FLOAT, ()),
             Column("valueuom", STR, ()), Column("error", INT, ()),  # MIMIC-III: 1 = in error
-        ), required=False),
+        ), required=False, one_of=("value", "valuenum")),
         TableSpec("outputevents", "icu", (
             SUBJECT, Column("hadm_id", INT, ()), Column("stay_id", INT, (), ("icustay_id",)),
             ITEM, CHARTTIME, Column("value", FLOAT, ()), Column("valueuom", STR, ()),
-        ), required=False),
+        ), required=False, one_of=("value",)),
         TableSpec("d_labitems", "hosp", (
             ITEM, Column("label", STR, ()), Column("fluid", STR, ()),
             Column("category", STR, ()),
@@ -163,6 +166,8 @@ def read_header(path: Path) -> list[str]:
         raise DataError(f"{path}: header is not valid UTF-8 text") from None
     except (OSError, EOFError, pl.exceptions.PolarsError) as exc:
         raise DataError(f"{path}: cannot be read: {describe_error(exc)}") from None
+    if not text.strip():
+        raise DataError(f"{path}: empty file (no header line)")
     return next(csv.reader(io.StringIO(text)), [])
 
 
@@ -189,7 +194,8 @@ def resolve_columns(path: Path, header: list[str], spec: TableSpec,
                     layout: Layout) -> dict[str, str]:
     """Map each canonical column present in ``header`` to its source name.
 
-    Raises :class:`DataError` naming the file and the first missing required column.
+    Raises :class:`DataError` naming the file and the first missing required column, or
+    saying that an event table holds none of its value columns.
 
     >>> spec = TABLES["icustays"]
     >>> cols = resolve_columns(Path("ICUSTAYS.csv"), ["ROW_ID", "SUBJECT_ID", "HADM_ID",
@@ -207,6 +213,9 @@ def resolve_columns(path: Path, header: list[str], spec: TableSpec,
         else:
             if layout in col.required_in:
                 raise DataError(f"{path}: missing required column '{col.name}'")
+    if spec.one_of and not any(name in found for name in spec.one_of):
+        raise DataError(f"{path}: no value column (expected {' or '.join(spec.one_of)}); "
+                        f"its {spec.name} would measure nothing")
     return found
 
 
