@@ -135,8 +135,10 @@ def _apply(data: dict[str, Any], parts: list[str], value: Any, item: str) -> Non
 
 def _describe(err: dict[str, Any], source: str, overrides: list[str]) -> str:
     key = ".".join(str(p) for p in err["loc"])
-    # Blame the --set item that introduced the key, else the file.
-    blamed = [o for o in overrides if o.partition("=")[0].strip() == key]
+    # Blame the --set item that introduced the key (or a key inside it: a bad model `kind`
+    # fails the whole `model` section), else the file.
+    set_keys = [(o, o.partition("=")[0].strip()) for o in overrides]
+    blamed = [o for o, k in set_keys if k == key or k.startswith(key + ".")]
     where = f"--set {blamed[-1]!r} (params {source})" if blamed else source
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown key '{key}'"

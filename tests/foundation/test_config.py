@@ -80,6 +80,15 @@ def test_bad_set_unknown_key():
         load_params(None, ["ingest_ehr.nope=1"])
 
 
+def test_a_bad_value_inside_a_section_blames_its_set_not_the_file():
+    """An unknown model kind fails the whole model section (a tagged union): the --set that
+    put it there is named, not the params file."""
+    with pytest.raises(ConfigError, match=r"^--set 'train_ehr\.model\.kind=foo' \(params .*"
+                                          r"params\.yaml\): key 'train_ehr\.model': Input tag "
+                                          r"'foo' found using 'kind' does not match"):
+        load_params(None, ["train_ehr.model.kind=foo"])
+
+
 def test_set_into_a_value_is_an_error(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text("ingest_ehr:\n  shards: 2\n")
