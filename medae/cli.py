@@ -123,7 +123,8 @@ def stages() -> None:
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Option(help="folder to write (hosp/, icu/, waveforms/)")],
+    out: Annotated[Path, typer.Option(
+        help="folder to write (hosp/, icu/, waveforms/): empty, or written by medae synth")],
     subjects: Annotated[int, typer.Option(min=1, help="number of patients")] = 200,
     seed: Annotated[int, typer.Option(help="random seed; same seed, byte-identical files")] = 0,
     waveforms: Annotated[bool, typer.Option("--waveforms/--no-waveforms",

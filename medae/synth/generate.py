@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from medae.errors import UsageError
+from medae.io import write_json_atomic
 from medae.synth import cohort as co
 from medae.synth.csvgz import csv_gz_writer, write_csv_gz
 from medae.synth.events import (
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 STAYS_PER_CHUNK = 1_000
 ADMISSIONS_PER_CHUNK = 2_000
 STREAM_COHORT, STREAM_CHART, STREAM_LAB, STREAM_WAVE, STREAM_PROVIDERS = 0, 1, 2, 3, 4
+# Written last into each output folder: this folder holds medae synth's demo data (and may be
+# written over by the next run).
+MARKER = ".medae-synth.json"
 
 
 def stream_rng(seed: int, stream: int, chunk: int = 0) -> np.random.Generator:
@@ -50,6 +54,9 @@ def generate(out: Path, *, subjects: int, seed: int, waveforms: bool = True,
     _check_arguments(subjects, seed, waveform_share, waveform_seconds)
     started = time.perf_counter()
     out = Path(out)
+    wave_dir = Path(waveform_out) if waveform_out is not None else out / "waveforms"
+    for folder in (out, wave_dir) if waveforms else (out,):
+        check_writable(folder)
     cohort = co.make_cohort(subjects, stream_rng(seed, STREAM_COHORT))
     rows = {
         "patients": write_csv_gz(out / "hosp" / "patients.csv.gz", co.patients_table(cohort)),
@@ -65,13 +72,36 @@ def generate(out: Path, *, subjects: int, seed: int, waveforms: bool = True,
     if waveforms:
         from medae.synth.waveforms import write_waveforms
 
-        wave_dir = Path(waveform_out) if waveform_out is not None else out / "waveforms"
         summary["waveforms"] = write_waveforms(wave_dir, cohort, seed=seed, share=waveform_share,
                                                seconds=waveform_seconds)
+    for folder in (out, wave_dir) if waveforms else (out,):
+        write_json_atomic(folder / MARKER, {"subjects": subjects, "seed": seed})
     summary["seconds"] = round(time.perf_counter() - started, 2)
     log.info("synth: %d subjects, %d chartevents rows in %.1f s", subjects,
              rows["chartevents"], summary["seconds"])
     return summary
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse to write demo data into a folder holding anything else: the generator would
+    overwrite a real ``patients.csv.gz``, or mix its subjects with real ones. A folder an
+    earlier ``medae synth`` wrote (its ``MARKER`` file) is written over.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "patients.csv.gz").write_bytes(b"")
+    >>> check_writable(folder)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    medae.errors.UsageError: ...: not empty (patients.csv.gz) and not written by medae synth; ...
+    """
+    if not folder.is_dir() or (folder / MARKER).exists():
+        return
+    found = sorted(p.name for p in folder.iterdir())
+    if found:
+        raise UsageError(f"{folder}: not empty ({', '.join(found[:3])}"
+                         f"{', ...' if len(found) > 3 else ''}) and not written by medae synth; "
+                         "generate demo data into an empty folder")
 
 
 def _check_arguments(subjects: int, seed: int, share: float, seconds: float) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import json
 import re
 from pathlib import Path
 
@@ -202,7 +203,7 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     for folder, seed in ((a, 3), (b, 3), (c, 4)):
         generate(folder, subjects=20, seed=seed, waveforms=False)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 7
+    assert len(files) == 8  # 7 tables and the .medae-synth.json marker
     assert sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) == files
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
@@ -250,3 +251,28 @@ def test_bad_arguments_are_usage_errors(tmp_path, kwargs, message):
     with pytest.raises(UsageError, match=re.escape(message)):
         generate(tmp_path, **arguments)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_a_folder_holding_other_data_is_refused_and_left_alone(tmp_path):
+    from medae.errors import UsageError
+
+    real = tmp_path / "mimic"
+    (real / "hosp").mkdir(parents=True)
+    (real / "hosp" / "patients.csv.gz").write_bytes(b"real data")
+    with pytest.raises(UsageError, match=r"mimic: not empty \(hosp\) and not written by medae "
+                                         r"synth; generate demo data into an empty folder"):
+        generate(real, subjects=2, seed=0, waveforms=False)
+    assert [p.relative_to(real) for p in real.rglob("*")] == [
+        Path("hosp"), Path("hosp/patients.csv.gz")]
+    assert (real / "hosp" / "patients.csv.gz").read_bytes() == b"real data"
+    # a separate waveform folder is checked too, before anything is written
+    demo, waves = tmp_path / "demo", tmp_path / "waves"
+    waves.mkdir()
+    (waves / "RECORDS").write_text("p00/p000878/p000878-2137\n")
+    with pytest.raises(UsageError, match=r"waves: not empty \(RECORDS\)"):
+        generate(demo, subjects=2, seed=0, waveform_out=waves)
+    assert not demo.exists()
+    # what medae synth wrote, it may write again
+    generate(demo, subjects=2, seed=0, waveforms=False)
+    generate(demo, subjects=3, seed=1, waveforms=False)
+    assert json.loads((demo / ".medae-synth.json").read_text()) == {"subjects": 3, "seed": 1}
