@@ -77,17 +77,22 @@ def record_file(path: str | os.PathLike[str]) -> str:
 
 def hide_record_file(text: str, path: str | os.PathLike[str]) -> str:
     """``text`` with the record-named file ``path`` shown as :func:`record_file` shows it, and
-    its bare name or record name (in a library's message, say) as ``<record>``. Only for
-    errors: it lists the folder.
+    its bare name or record name (in a library's message, say) as ``<record>``; a name is
+    replaced only where it stands alone (record ``100`` leaves ``1000`` and ``100.5`` alone).
+    Only for errors: it lists the folder.
 
     >>> hide_record_file("/w/p000878-2137.parquet: no 'values' (record p000878-2137)",
     ...                  "/w/p000878-2137.parquet")
     "/w/<record>.parquet: no 'values' (record <record>)"
+    >>> hide_record_file("record 100: 1000 rows, 100.5 s", "/w/100.parquet")
+    'record <record>: 1000 rows, 100.5 s'
     """
     path = Path(path)
-    if str(path) in text:
-        text = text.replace(str(path), record_file(path))
-    return text.replace(path.name, f"{RECORD}{path.suffix}").replace(path.stem, RECORD)
+    whole = "\0"  # the full path, shown by record_file once the names are replaced
+    text = text.replace(str(path), whole)
+    for name, shown in ((path.name, f"{RECORD}{path.suffix}"), (path.stem, RECORD)):
+        text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w-]|\.\d)", shown, text)
+    return text.replace(whole, record_file(path)) if whole in text else text
 
 
 def hide_record_files(text: str, paths: Iterable[str | os.PathLike[str]]) -> str:
