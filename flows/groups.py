@@ -119,7 +119,7 @@ def run_one(plan: dict[str, Any], stage: str, statuses: dict[str, str],
     if stage in policy.TRAINING_STAGES:
         decision = training_decision.with_options(name=f"{stage}-policy")(
             root, stage, params, maybe_changed=not unchanged)
-        logger.info("%s: %s", stage, decision.reason)
+        (logger.info if decision.run else logger.warning)("%s: %s", stage, decision.reason)
         if not decision.run:
             return StageOutcome(stage, HELD, detail=decision.reason)
         force = force or decision.force

@@ -30,8 +30,9 @@ def decide_training(policy: str, champion_age_days: float | None, data_changed: 
 
     >>> decide_training("if_needed", None, False, 7).force
     True
-    >>> decide_training("if_needed", 2.0, True, 7).reason
-    'training data changed, but the champion is 2.0 days old (retrain_every_days: 7)'
+    >>> print(decide_training("if_needed", 2.0, True, 7).reason.replace(": the", ":\nthe"))
+    training data changed, but the champion is 2.0 days old (retrain_every_days: 7):
+    the new data is encoded by that champion; --set refresh.training=always retrains now
     >>> decide_training("if_needed", 9.0, True, 7).run
     True
     """
@@ -46,9 +47,12 @@ def decide_training(policy: str, champion_age_days: float | None, data_changed: 
     if champion_age_days >= retrain_every_days:
         return TrainingDecision(True, False, "training data changed and the champion is "
                                 f"{champion_age_days:.1f} days old")
+    # Said in full: a new source (real data after the demo's) is otherwise encoded by a
+    # model that never saw it, which is easy to miss.
     return TrainingDecision(False, False, f"training data changed, but the champion is "
                             f"{champion_age_days:.1f} days old (retrain_every_days: "
-                            f"{retrain_every_days:g})")
+                            f"{retrain_every_days:g}): the new data is encoded by that "
+                            "champion; --set refresh.training=always retrains now")
 
 
 def decide_evaluation(policy: str, trained_now: bool, evaluated_before: bool) -> str | None:
