@@ -30,7 +30,7 @@ def decide_training(policy: str, champion_age_days: float | None, data_changed: 
 
     >>> decide_training("if_needed", None, False, 7).force
     True
-    >>> print(decide_training("if_needed", 2.0, True, 7).reason.replace(": the", ":\nthe"))
+    >>> print(decide_training("if_needed", 2.0, True, 7).reason.replace(": the", ":\\nthe"))
     training data changed, but the champion is 2.0 days old (retrain_every_days: 7):
     the new data is encoded by that champion; --set refresh.training=always retrains now
     >>> decide_training("if_needed", 9.0, True, 7).run
