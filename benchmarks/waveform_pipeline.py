@@ -246,7 +246,8 @@ def run_stages(source: Path, out: Path, workers: int) -> StageRun:
         f"waveforms.source={source}", f"catalog_waveforms.out={out / 'catalog.parquet'}",
         f"catalog_waveforms.quarantine={out / 'quarantine.parquet'}",
         f"window_waveforms.out={out / 'windows'}", f"window_waveforms.beats_out={out / 'beats'}",
-        f"window_waveforms.report={out / 'dq.json'}", f"executor.workers={workers}",
+        f"window_waveforms.report={out / 'dq.json'}",
+        f"window_waveforms.totals={out / 'dq_totals.json'}", f"executor.workers={workers}",
         "executor.progress=false"])
     t, before = time.perf_counter(), os.times()
     catalog.run(params)

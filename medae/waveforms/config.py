@@ -37,6 +37,9 @@ class WindowWaveforms(Section):
     out: str = "data/features/waveform_windows"
     beats_out: str = "data/features/waveform_beats"
     report: str = "reports/dq_waveforms.json"
+    # The DVC metric: the report's totals alone. `dvc metrics show` prints every number of a
+    # metric file, and the report's are keyed by record name (MIMIC names embed subject ids).
+    totals: str = "reports/dq_waveforms_totals.json"
     channels: list[str] | None = None  # canonical channels to keep; null = every known one
     window_s: float = Field(10.0, gt=0)
     stride_s: float = Field(10.0, gt=0)

@@ -608,6 +608,7 @@ def run(params) -> dict[str, Any]:
     totals = _totals(records)
     write_json_atomic(report_file, {"stage": "window_waveforms", "totals": totals,
                                     "records": dict(sorted(records.items()))})
+    write_json_atomic(params.path(cfg.totals), {"stage": "window_waveforms", "totals": totals})
     return {"records": len(records), "processed": len(todo) - len(failed),
             "unchanged": skipped, "quarantined": len(failed), **totals,
             "out": str(out), "report": str(report_file)}

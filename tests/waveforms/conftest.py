@@ -20,6 +20,7 @@ def waveform_params(source: Path, out: Path, *extra: str):
         f"window_waveforms.out={out / 'windows'}",
         f"window_waveforms.beats_out={out / 'beats'}",
         f"window_waveforms.report={out / 'dq_waveforms.json'}",
+        f"window_waveforms.totals={out / 'dq_waveforms_totals.json'}",
         "executor.workers=1", "executor.progress=false", *extra])
 
 

@@ -40,6 +40,23 @@ def test_every_record_processed_none_failed(wf_run):
     assert all("error" not in r for r in report["records"].values())
 
 
+def test_the_dvc_metric_holds_the_totals_and_no_record_name(wf_run):
+    """`dvc metrics show` prints every number of a metric file: the per-record report (keyed
+    by record names, which embed MIMIC subject ids) is an output, its totals the metric."""
+    params, catalog, _, report = wf_run
+    path = params.path(params.window_waveforms.totals)
+    totals = json.loads(path.read_text())
+    assert totals == {"stage": "window_waveforms", "totals": report["totals"]}
+    assert totals["totals"]["windows_produced"] == sum(
+        r["windows_produced"] for r in report["records"].values())
+
+    def keys(tree):
+        return {k for key, v in tree.items() for k in (key, *keys(v))} if isinstance(
+            tree, dict) else set()
+    assert keys(report) & set(catalog["record_name"])  # the report names them ...
+    assert not keys(totals) & set(catalog["record_name"])  # ... the metric does not
+
+
 def test_schema_matches_contract(wf_run):
     params = wf_run[0]
     out = params.path(params.window_waveforms.out)
