@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 
 DROP_REASONS = ("gap", "clipping", "out_of_range", "flat", "low_amplitude", "beat_quality")
 FINGERPRINTS = "_fingerprints.json"
+# Bumped when the same record and params give other windows, so unchanged records are redone:
+# 2 = a window's length from the configured rate (was the rate reached: 1,249 samples at
+# 124.945 Hz).
+FORMAT_VERSION = 2
 # Dictionary-encoding float arrays is slow and useless; byte-stream-split + fast zstd makes
 # the values column both quicker to write and smaller.
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=1,
@@ -509,8 +513,10 @@ def _stays_by_subject(stays) -> dict[int, tuple]:
 
 
 def record_fingerprint(row: dict[str, Any], params_hash: str, stays: tuple) -> str:
-    """A hash of what one record's output depends on: its files, the params and its stays."""
-    blob = json.dumps([row["fingerprint"], row["path"], params_hash, stays], default=str)
+    """A hash of what one record's output depends on: its files, the params, its stays and
+    ``FORMAT_VERSION``."""
+    blob = json.dumps([row["fingerprint"], row["path"], params_hash, stays, FORMAT_VERSION],
+                      default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
