@@ -28,10 +28,14 @@ class ConfigError(UsageError):
 
 
 # What libraries put in their messages that may be a cell's content: Polars' list of the
-# values that failed (``... values: ["p10012853"]``) and Arrow's parse errors
-# (``Failed to parse string: 'p10012853' as ...``).
-_VALUE_LIST = re.compile(r"\[[^\[\]]*\]")
-_QUOTED_VALUE = re.compile(r"(string:?\s*)'[^']*'")
+# values a cast failed on (``... values: ["p10012853"]``, to the end of the line: a value may
+# hold a bracket), the CSV text it could not parse (``could not parse `...` as dtype``, over
+# lines), and Arrow's quoted value (``Failed to parse string: 'p10012853'``, ``invalid value
+# 'x'``). Column names and types stay: they say what to fix.
+_PARSED_TEXT = re.compile(r"(parse:? )`.*?`(?= as )", re.DOTALL)
+_UNCLOSED_PARSED_TEXT = re.compile(r"(parse:? )`[^`]*$")
+_VALUE_LIST = re.compile(r"(values?: )\[.*$")
+_QUOTED_VALUE = re.compile(r"((?:string|value):?\s*)'[^']*('|$)")
 
 
 def error_reason(exc: BaseException) -> str:
@@ -41,15 +45,21 @@ def error_reason(exc: BaseException) -> str:
     clinical values, which never belong in a log or an error (the file, column and row do).
 
     >>> error_reason(ValueError("conversion from `str` to `i64` failed in column 'subject_id' "
-    ...                         'for 1 out of 2 values: ["p10012853"]\\n\\nThis error occurred'))
-    "conversion from `str` to `i64` failed in column 'subject_id' for 1 out of 2 values: [...]"
+    ...                         'for 2 out of 2 values: ["a]b", "p10012853"]\\n\\nYou might'))
+    "conversion from `str` to `i64` failed in column 'subject_id' for 2 out of 2 values: [...]"
+    >>> error_reason(ValueError('could not parse `"10012853,SECRET\\n4,5` as dtype `i64` at '
+    ...                         "column 'a' (column number 1)\\n\\nThe current offset"))
+    "could not parse `...` as dtype `i64` at column 'a' (column number 1)"
     >>> error_reason(ValueError("Failed to parse string: 'p10012853' as a scalar of type int64"))
     "Failed to parse string: '...' as a scalar of type int64"
+    >>> error_reason(ValueError('unable to find column "stay_id"; valid columns: ["x"]'))
+    'unable to find column "stay_id"; valid columns: ["x"]'
     >>> error_reason(OSError())
     'OSError'
     """
     text = str(exc).strip()
     if not text:
         return type(exc).__name__
-    line = text.splitlines()[0]
-    return _QUOTED_VALUE.sub(r"\1'...'", _VALUE_LIST.sub("[...]", line))
+    line = _PARSED_TEXT.sub(r"\1`...`", text).splitlines()[0]
+    line = _UNCLOSED_PARSED_TEXT.sub(r"\1`...`", line)
+    return _QUOTED_VALUE.sub(r"\1'...'", _VALUE_LIST.sub(r"\1[...]", line))

@@ -56,19 +56,19 @@ def show_record(text: str, path: str, placeholder: str = RECORD) -> str:
 def record_file(path: str | os.PathLike[str]) -> str:
     """How a message names a file named after its record (``waveform_windows/<record>.parquet``,
     the waveform latents): its folder and its place among that folder's files sorted by name,
-    which ``LC_ALL=C ls FOLDER | sed -n Np`` shows the data owner. Only for errors: it lists
-    the folder.
+    which ``LC_ALL=C ls FOLDER | sed -n Np`` shows the data owner (dot files not counted, as
+    ``ls`` does not show them). Only for errors: it lists the folder.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
-    >>> for name in ("p000878-2137.parquet", "p000900-2140.parquet"):
+    >>> for name in ("p000878-2137.parquet", "p000900-2140.parquet", ".tmp-x"):
     ...     (folder / name).touch()
     >>> record_file(folder / "p000900-2140.parquet").replace(str(folder), "F")
     'F/<record>.parquet (file 2 of 2 there, by name)'
     """
     path = Path(path)
     try:
-        names = sorted(p.name for p in path.parent.iterdir())
+        names = sorted(p.name for p in path.parent.iterdir() if not p.name.startswith("."))
         place = f" (file {names.index(path.name) + 1} of {len(names)} there, by name)"
     except (OSError, ValueError):  # the folder or the file is gone: the folder alone
         place = ""
@@ -76,32 +76,51 @@ def record_file(path: str | os.PathLike[str]) -> str:
 
 
 def hide_record_file(text: str, path: str | os.PathLike[str]) -> str:
-    """``text`` with the record-named file ``path`` shown as :func:`record_file` shows it, and
-    its bare name or record name (in a library's message, say) as ``<record>``; a name is
-    replaced only where it stands alone (record ``100`` leaves ``1000`` and ``100.5`` alone).
-    Only for errors: it lists the folder.
+    """:func:`hide_record_files` for one file.
 
     >>> hide_record_file("/w/p000878-2137.parquet: no 'values' (record p000878-2137)",
     ...                  "/w/p000878-2137.parquet")
     "/w/<record>.parquet: no 'values' (record <record>)"
-    >>> hide_record_file("record 100: 1000 rows, 100.5 s", "/w/100.parquet")
-    'record <record>: 1000 rows, 100.5 s'
     """
-    path = Path(path)
-    whole = "\0"  # the full path, shown by record_file once the names are replaced
-    text = text.replace(str(path), whole)
-    for name, shown in ((path.name, f"{RECORD}{path.suffix}"), (path.stem, RECORD)):
-        text = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w-]|\.\d)", shown, text)
-    return text.replace(whole, record_file(path)) if whole in text else text
+    return hide_record_files(text, [path])
+
+
+# A path as a library prints it (up to a quote, bracket, colon or space), and a bare name.
+_PATH_TOKEN = re.compile(r"[^\s'\"`(),;:\[\]]+")
+_NAME_TOKEN = re.compile(r"[\w.-]+")
+_SLOT = 0xE000  # private-use characters mark the full paths until the end (never \w)
 
 
 def hide_record_files(text: str, paths: Iterable[str | os.PathLike[str]]) -> str:
-    """:func:`hide_record_file` for each of ``paths`` (a scan of many record files failed and
-    the library's message may name any of them).
+    """``text`` (a library's message, say) with the record-named files ``paths`` hidden: a
+    full path shown as :func:`record_file` shows it, a bare file or record name as
+    ``<record>``, replaced only where it stands alone (record ``100`` leaves ``1000``,
+    ``100.5`` and the places :func:`record_file` adds alone). One pass over the text's words,
+    however many the files; only the files the text names list their folder.
 
     >>> hide_record_files("cannot read /w/b-02.parquet", ["/w/a-01.parquet", "/w/b-02.parquet"])
     'cannot read /w/<record>.parquet'
+    >>> hide_record_files("record 100: 1000 rows, 100.5 s; 101.", ["/w/100.parquet", "/w/101.x"])
+    'record <record>: 1000 rows, 100.5 s; <record>.'
     """
-    for path in paths:
-        text = hide_record_file(text, path)
-    return text
+    paths = [Path(p) for p in paths]
+    by_path = {str(p): p for p in paths}
+    shown = {p.stem: RECORD for p in paths}
+    shown.update({p.name: f"{RECORD}{p.suffix}" for p in paths})
+    named: list[Path] = []
+
+    def slot(match: re.Match[str]) -> str:
+        path = by_path.get(match.group())
+        if path is None:
+            return match.group()
+        named.append(path)
+        return chr(_SLOT + len(named) - 1)
+
+    def name(match: re.Match[str]) -> str:
+        word = match.group()
+        core = word.rstrip(".")  # "record 101." at the end of a sentence
+        return shown[core] + word[len(core):] if core in shown else word
+
+    text = _NAME_TOKEN.sub(name, _PATH_TOKEN.sub(slot, text))
+    return "".join(record_file(named[ord(c) - _SLOT]) if _SLOT <= ord(c) < _SLOT + len(named)
+                   else c for c in text)

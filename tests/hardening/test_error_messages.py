@@ -59,6 +59,25 @@ def test_error_reason_drops_the_values_polars_and_arrow_quote():
     assert "subject_id" in reason and "\n" not in reason
 
 
+def test_error_reason_drops_what_the_real_libraries_quote(tmp_path: Path):
+    import pyarrow as pa
+
+    bad = tmp_path / "labevents.csv"  # an unbalanced quote: Polars quotes the text after it
+    bad.write_text(f'subject_id,comments\n1,ok\n"p{SUBJECT},SECRET note\n2,fine\n')
+    failures = []
+    for fail in (lambda: pl.read_csv(bad, schema={"subject_id": pl.Int64, "comments": pl.String}),
+                 lambda: pl.Series(["a]b", f"p{SUBJECT}"]).cast(pl.Int64),
+                 lambda: pa.array([f"p{SUBJECT}"]).cast(pa.int64())):
+        with pytest.raises(Exception) as caught:  # noqa: PT011 - each library's own type
+            fail()
+        failures.append(caught.value)
+    assert all(SUBJECT in str(e) for e in failures)  # what the libraries say
+    for reason in map(error_reason, failures):
+        assert_private(reason)
+        assert "SECRET" not in reason and "\n" not in reason
+    assert error_reason(failures[0]).startswith("could not parse `...` as dtype")
+
+
 def test_waveform_export_names_a_broken_file_by_its_place_not_its_record(tmp_path: Path):
     from medae.export.latents import Modality, ModelRef, export_modality
     from medae.training.encode import waveform_inputs
