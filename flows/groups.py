@@ -119,7 +119,9 @@ def run_one(plan: dict[str, Any], stage: str, statuses: dict[str, str],
     if stage in policy.TRAINING_STAGES:
         decision = training_decision.with_options(name=f"{stage}-policy")(
             root, stage, params, maybe_changed=not unchanged)
-        (logger.info if decision.run else logger.warning)("%s: %s", stage, decision.reason)
+        # held although its data changed (if_needed): worth a warning; `never` is a choice
+        held_on_change = not decision.run and params.refresh.training == "if_needed"
+        (logger.warning if held_on_change else logger.info)("%s: %s", stage, decision.reason)
         if not decision.run:
             return StageOutcome(stage, HELD, detail=decision.reason)
         force = force or decision.force

@@ -131,11 +131,15 @@ def reproduce(root: Path, stage: str, force: bool = False) -> bool:
         # The whole output (tracebacks, DVC's messages) stays in an owner-only file: what
         # reaches Prefect's logs is the stage's own one-line error, as medae prints it.
         kept = stage_log(root, stage)
-        write_text_atomic(kept, output)
+        try:
+            write_text_atomic(kept, output)
+        except OSError as exc:  # a full disk must not hide the stage's own error
+            kept = f"not kept: {kept}: {exc.strerror or exc}"
         error = _last_error_line(output)
         log.warning("%s failed: %s (its whole output: %s)", stage, error, kept)
         transient = any(m in output.lower() for m in TRANSIENT_MARKERS)
         raise StageFailed(stage, error, transient=transient)
+    stage_log(root, stage).unlink(missing_ok=True)  # an earlier failure's, now stale
     return f"Running stage '{stage}'" in output
 
 

@@ -134,17 +134,37 @@ def _apply(data: dict[str, Any], parts: list[str], value: Any, item: str) -> Non
 
 
 def _describe(err: dict[str, Any], source: str, overrides: list[str]) -> str:
-    key = ".".join(str(p) for p in err["loc"])
-    # Blame the --set item that introduced the key (or a key inside it: a bad model `kind`
-    # fails the whole `model` section), else the file.
-    set_keys = [(o, o.partition("=")[0].strip()) for o in overrides]
-    blamed = [o for o, k in set_keys if k == key or k.startswith(key + ".")]
-    where = f"--set {blamed[-1]!r} (params {source})" if blamed else source
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    # Blame the --set item that introduced the key, else the file. Pydantic puts the chosen
+    # variant of a tagged union in the location (train_ehr.model.denoising.hidden for
+    # --set train_ehr.model.hidden=...), and fails a whole section for a bad tag
+    # (train_ehr.model for --set train_ehr.model.kind=foo): both are the --set's.
+    blamed = [(o, k) for o, k in ((o, o.partition("=")[0].strip()) for o in overrides)
+              if _names_the_same_key(k.split("."), loc)]
+    if blamed:
+        where, key = f"--set {blamed[-1][0]!r} (params {source})", blamed[-1][1]
+    else:
+        where = source
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown key '{key}'"
     if err["type"] == "missing":
         return f"{where}: missing key '{key}'"
     return f"{where}: key '{key}': {err['msg']} (got {err.get('input')!r})"
+
+
+def _names_the_same_key(key: list[str], loc: list[str]) -> bool:
+    """Whether an override's ``key`` is the error's location ``loc``, a key inside it, or it
+    with one union-variant part left out.
+
+    >>> _names_the_same_key(["m", "hidden"], ["m", "denoising", "hidden"])
+    True
+    >>> _names_the_same_key(["m", "kind"], ["m"]), _names_the_same_key(["m", "x"], ["m", "y"])
+    (True, False)
+    """
+    if key[: len(loc)] == loc:
+        return True
+    return any(loc[:i] + loc[i + 1:] == key for i in range(len(loc)))
 
 
 def _unshared(tree: Any) -> Any:

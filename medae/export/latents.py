@@ -449,26 +449,29 @@ def _set_entry(index_file: Path, key: str, value: Any) -> None:
     write_json_atomic(index_file, index)
 
 
-def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: Path,
-                    **options: Any) -> dict[str, Any]:
+def export_modality(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: Path, *,
+                    meds_dir: Path | None = None, **options: Any) -> dict[str, Any]:
     """Encode every windows file of ``modality`` into ``out_dir`` (atomic, incremental):
-    :func:`staged_export`, published at once. Returns the manifest."""
+    :func:`staged_export`, published at once, then the MEDS events into ``meds_dir`` when
+    given. Returns the manifest."""
     with staged_export(modality, encoder, ref, out_dir, **options) as published:
         pass
+    if meds_dir is not None:
+        write_meds(out_dir, meds_dir, options.get("protection"))
     return published
 
 
 @contextmanager
 def staged_export(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: Path, *,
                   params_hash: str, batch_rows: int,
-                  meds_dir: Path | None = None,
                   protection: Protection | None = None,
                   workers: int | None = None,
                   cache: Path | None = None) -> Iterator[dict[str, Any]]:
     """Encode every windows file of ``modality`` into a table staged beside ``out_dir``; it
     replaces ``out_dir`` when the ``with`` block ends, and is discarded if the block raises
-    (so several tables can be published together or not at all). Incremental: unchanged
-    input files' parts are carried over.
+    (so several tables can be published together or not at all: after the swap only two
+    small JSON entries are written, and derived outputs such as MEDS events come after every
+    table is published). Incremental: unchanged input files' parts are carried over.
 
     ``protection`` pseudonymises and/or encrypts the parts (medae.privacy; default: neither).
     ``cache``: folder of the input digests kept by file stamp (:func:`file_digests`).
@@ -524,8 +527,6 @@ def staged_export(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: 
     _set_entry(out_dir.parent / MANIFEST, out_dir.name, manifest)
     log.info("export %s: %d rows in %d files (%d encoded, %d unchanged)", modality.name,
              manifest["rows"], len(inputs), encoded, reused)
-    if meds_dir is not None:
-        write_meds(out_dir, meds_dir, protection)
 
 
 def build_manifest(folder: Path, modality: Modality, ref: ModelRef,
@@ -664,11 +665,12 @@ def run(params: Any) -> dict[str, Any]:
                 modality, LazyEncoder(ref.uri, load_encoder), ref, out_root / name,
                 params_hash=params.section_hash("export_latents", modality.upstream_section),
                 batch_rows=cfg.batch_rows,
-                meds_dir=out_root / "_meds" / name if cfg.meds else None,
                 protection=protection,
                 cache=params.path(cfg.cache),
             ))
     for name, manifest in staged.items():
+        if cfg.meds:  # derived from the published tables, once all are published
+            write_meds(out_root / name, out_root / "_meds" / name, protection)
         summary["modalities"][name] = {k: manifest[k] for k in (
             "rows", "files", "files_encoded", "files_reused", "model_version", "data_version")}
     if not cfg.meds:

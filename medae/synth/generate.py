@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 STAYS_PER_CHUNK = 1_000
 ADMISSIONS_PER_CHUNK = 2_000
 STREAM_COHORT, STREAM_CHART, STREAM_LAB, STREAM_WAVE, STREAM_PROVIDERS = 0, 1, 2, 3, 4
-# Written last into each output folder: this folder holds medae synth's demo data (and may be
-# written over by the next run).
+# Written first into each output folder: this folder holds medae synth's demo data (and may
+# be written over by the next run).
 MARKER = ".medae-synth.json"
 
 
@@ -55,8 +55,13 @@ def generate(out: Path, *, subjects: int, seed: int, waveforms: bool = True,
     started = time.perf_counter()
     out = Path(out)
     wave_dir = Path(waveform_out) if waveform_out is not None else out / "waveforms"
-    for folder in (out, wave_dir) if waveforms else (out,):
+    folders = (out, wave_dir) if waveforms else (out,)
+    for folder in folders:
         check_writable(folder)
+    marker = {"subjects": subjects, "seed": seed}
+    # first: an interrupted run leaves a folder the next run may write over (the waveform
+    # folder is replaced as a whole, atomically: its marker goes in with it, below)
+    write_json_atomic(out / MARKER, marker)
     cohort = co.make_cohort(subjects, stream_rng(seed, STREAM_COHORT))
     rows = {
         "patients": write_csv_gz(out / "hosp" / "patients.csv.gz", co.patients_table(cohort)),
@@ -74,8 +79,7 @@ def generate(out: Path, *, subjects: int, seed: int, waveforms: bool = True,
 
         summary["waveforms"] = write_waveforms(wave_dir, cohort, seed=seed, share=waveform_share,
                                                seconds=waveform_seconds)
-    for folder in (out, wave_dir) if waveforms else (out,):
-        write_json_atomic(folder / MARKER, {"subjects": subjects, "seed": seed})
+        write_json_atomic(wave_dir / MARKER, marker)
     summary["seconds"] = round(time.perf_counter() - started, 2)
     log.info("synth: %d subjects, %d chartevents rows in %.1f s", subjects,
              rows["chartevents"], summary["seconds"])

@@ -107,7 +107,7 @@ class ChannelPlan:
     kind: str
     fs_in: float
     fs_out: float  # the rate actually reached (fs_in * up / down)
-    window: int  # samples at fs_out
+    window: int  # samples (window_s x the configured rate), taken at fs_out
     stride: int
 
     @classmethod

@@ -77,7 +77,7 @@ def make_project(dest: Path, overrides: dict[str, Any] | None = None) -> Path:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shared = ROOT.parent / "shared"
     if shared.exists() and not (dest.parent / "shared").exists():
-        (dest.parent / "shared").symlink_to(shared)  # evaluate's ../shared/realdata deps
+        (dest.parent / "shared").symlink_to(shared)  # evaluate reads ../shared/realdata (MIT-BIH)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     tiny = deep_update(TINY_PARAMS, overrides or {})
     params = deep_update(params, known_overrides(params, tiny))

@@ -39,6 +39,14 @@ def test_failed_stage_keeps_its_whole_output_in_an_owner_only_file(tmp_path: Pat
     assert warnings == [f"ingest_ehr failed: {error.removeprefix('stage ingest_ehr: ')} "
                         f"(its whole output: {kept})"]
 
+    # once the stage succeeds, the failure's log is gone
+    from tests.ehr.test_layouts import mimic3_source
+
+    (source / "notes.txt").unlink()
+    mimic3_source(source)
+    assert reproduce(root, "ingest_ehr") is True
+    assert not kept.exists()
+
 
 def test_flow_modules_doctests():
     from tests.doctests import assert_examples_pass
@@ -65,22 +73,24 @@ def test_an_unknown_stage_is_refused_before_prefect_starts(tmp_path: Path):
 
 def test_medae_errors_reach_the_console_in_one_line():
     """Prefect's console handler (on the root logger, as Prefect's logging config puts it)
-    drops a medae error's traceback; other exceptions keep theirs."""
+    drops a medae error's traceback; other exceptions keep theirs, and so do other handlers."""
     import io
 
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    from flows.console import medae_errors_in_one_line
+    from flows.console import MedaeErrorsInOneLine, medae_errors_in_one_line
     from medae.errors import MedaeError
 
-    stream = io.StringIO()
-    console = PrefectConsoleHandler(stream=stream)
+    console_out, file_out = io.StringIO(), io.StringIO()
+    console, other = PrefectConsoleHandler(stream=console_out), logging.StreamHandler(file_out)
     root = logging.getLogger()
     root.addHandler(console)
+    root.addHandler(other)  # after the console, as a file handler of a cron job would be
     try:
         medae_errors_in_one_line()
-        medae_errors_in_one_line()  # once is enough: no second filter
-        assert len(console.filters) == 1
+        medae_errors_in_one_line()  # once is enough: not wrapped twice
+        assert isinstance(console.formatter, MedaeErrorsInOneLine)
+        assert not isinstance(console.formatter.inner, MedaeErrorsInOneLine)
         log = logging.getLogger("medae_test.console")
         for error in (MedaeError("stage x: error: bad file"), ValueError("a bug")):
             try:
@@ -89,6 +99,8 @@ def test_medae_errors_reach_the_console_in_one_line():
                 log.error("task failed: %r", error, exc_info=True)
     finally:
         root.removeHandler(console)
-    out = stream.getvalue()
+        root.removeHandler(other)
+    out = console_out.getvalue()
     assert "task failed: MedaeError('stage x: error: bad file')" in out
     assert out.count("Traceback") == 1 and "ValueError: a bug" in out
+    assert file_out.getvalue().count("Traceback") == 2

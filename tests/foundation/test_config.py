@@ -1,5 +1,6 @@
 """params.yaml loading: typed, frozen, unknown keys and bad values rejected with key + file."""
 
+import re
 from pathlib import Path
 
 import pydantic
@@ -80,13 +81,24 @@ def test_bad_set_unknown_key():
         load_params(None, ["ingest_ehr.nope=1"])
 
 
-def test_a_bad_value_inside_a_section_blames_its_set_not_the_file():
-    """An unknown model kind fails the whole model section (a tagged union): the --set that
-    put it there is named, not the params file."""
-    with pytest.raises(ConfigError, match=r"^--set 'train_ehr\.model\.kind=foo' \(params .*"
-                                          r"params\.yaml\): key 'train_ehr\.model': Input tag "
-                                          r"'foo' found using 'kind' does not match"):
-        load_params(None, ["train_ehr.model.kind=foo"])
+@pytest.mark.parametrize("item, problem", [
+    # an unknown model kind fails the whole model section (a tagged union)
+    ("train_ehr.model.kind=foo", r"key 'train_ehr\.model\.kind': Input tag 'foo' found using "
+                                 r"'kind' does not match"),
+    # Pydantic names the variant (train_ehr.model.denoising.hidden): the --set's key is shown
+    ("train_ehr.model.hidden=abc", r"key 'train_ehr\.model\.hidden': Input should be a valid"),
+    ("train_ehr.model.nope=1", r"unknown key 'train_ehr\.model\.nope'"),
+])
+def test_a_bad_value_inside_a_section_blames_its_set_not_the_file(item, problem):
+    with pytest.raises(ConfigError, match=rf"^--set '{re.escape(item)}' \(params .*params\.yaml"
+                                          rf"\): {problem}"):
+        load_params(None, [item])
+
+
+def test_config_doctests():
+    from tests.doctests import assert_examples_pass
+
+    assert_examples_pass("medae.config")
 
 
 def test_set_into_a_value_is_an_error(tmp_path):

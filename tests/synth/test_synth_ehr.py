@@ -276,3 +276,8 @@ def test_a_folder_holding_other_data_is_refused_and_left_alone(tmp_path):
     generate(demo, subjects=2, seed=0, waveforms=False)
     generate(demo, subjects=3, seed=1, waveforms=False)
     assert json.loads((demo / ".medae-synth.json").read_text()) == {"subjects": 3, "seed": 1}
+    # a waveform folder is replaced as a whole: its marker goes in with the records
+    for seed in (0, 1):
+        generate(tmp_path / "ehr2", subjects=2, seed=seed, waveform_out=tmp_path / "waves2",
+                 waveform_share=1.0, waveform_seconds=20.0)
+    assert json.loads((tmp_path / "waves2" / ".medae-synth.json").read_text())["seed"] == 1
