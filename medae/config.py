@@ -140,12 +140,10 @@ def _describe(err: dict[str, Any], source: str, overrides: list[str]) -> str:
     # variant of a tagged union in the location (train_ehr.model.denoising.hidden for
     # --set train_ehr.model.hidden=...), and fails a whole section for a bad tag
     # (train_ehr.model for --set train_ehr.model.kind=foo): both are the --set's.
-    blamed = [(o, k) for o, k in ((o, o.partition("=")[0].strip()) for o in overrides)
-              if _names_the_same_key(k.split("."), loc)]
-    if blamed:
-        where, key = f"--set {blamed[-1][0]!r} (params {source})", blamed[-1][1]
-    else:
-        where = source
+    set_keys = {o: o.partition("=")[0].strip() for o in overrides}
+    blamed = [o for o, k in set_keys.items() if _names_the_same_key(k.split("."), loc)]
+    where = f"--set {blamed[-1]!r} (params {source})" if blamed else source
+    key = set_keys[blamed[-1]] if blamed else key
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown key '{key}'"
     if err["type"] == "missing":

@@ -38,8 +38,10 @@ _VALUE_LIST = re.compile(r"(values?: )\[.*$")
 _QUOTED_VALUE = re.compile(r"((?:string|value):?\s*)'[^']*('|$)")
 
 
-def error_reason(exc: BaseException) -> str:
-    """One line saying why a library call failed, without the cell values it may quote.
+def error_reason(exc: BaseException, typed: bool = False) -> str:
+    """One line saying why a library call failed, without the cell values it may quote;
+    ``typed``: led by the exception's type (``KeyError: ...``), for messages that pass on
+    exceptions of any kind.
 
     Polars and Arrow name the offending values in their messages; those can be identifiers or
     clinical values, which never belong in a log or an error (the file, column and row do).
@@ -54,12 +56,13 @@ def error_reason(exc: BaseException) -> str:
     "Failed to parse string: '...' as a scalar of type int64"
     >>> error_reason(ValueError('unable to find column "stay_id"; valid columns: ["x"]'))
     'unable to find column "stay_id"; valid columns: ["x"]'
-    >>> error_reason(OSError())
-    'OSError'
+    >>> error_reason(OSError()), error_reason(KeyError("ecg"), typed=True)
+    ('OSError', "KeyError: 'ecg'")
     """
     text = str(exc).strip()
     if not text:
         return type(exc).__name__
     line = _PARSED_TEXT.sub(r"\1`...`", text).splitlines()[0]
     line = _UNCLOSED_PARSED_TEXT.sub(r"\1`...`", line)
-    return _QUOTED_VALUE.sub(r"\1'...'", _VALUE_LIST.sub(r"\1[...]", line))
+    reason = _QUOTED_VALUE.sub(r"\1'...'", _VALUE_LIST.sub(r"\1[...]", line))
+    return f"{type(exc).__name__}: {reason}" if typed else reason

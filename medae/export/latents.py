@@ -477,8 +477,8 @@ def staged_export(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: 
     ``cache``: folder of the input digests kept by file stamp (:func:`file_digests`).
     ``workers``: files encoded at a time (default one per core, see :func:`plan_workers`);
     the parts are the same bytes whatever the number.
-    Yields the manifest (a dict, completed with the export's counts when published), also
-    written to ``out_dir.parent/_manifest.json[out_dir.name]`` once published.
+    Yields the manifest with the files encoded and reused; the manifest goes to
+    ``out_dir.parent/_manifest.json[out_dir.name]`` once published.
     """
     protection = protection or Protection()
     inputs = sorted(modality.windows.glob("*.parquet"))
@@ -611,7 +611,7 @@ def resolve_alias(tracking_uri: str, name: str, alias: str) -> ModelRef:
             raise MedaeError(f"no model '{name}@{alias}' in the MLflow registry at "
                              f"{tracking_uri}; run the training stage first") from None
         raise MedaeError(f"cannot look up '{name}@{alias}' in the MLflow registry at "
-                         f"{tracking_uri} ({type(exc).__name__}: {error_reason(exc)})"
+                         f"{tracking_uri} ({error_reason(exc, typed=True)})"
                          ) from None
     return ModelRef(name=name, version=int(mv.version), run_id=mv.run_id or "",
                     uri=f"models:/{name}@{alias}")

@@ -79,7 +79,7 @@ def catalog_folder_item(job: FolderJob) -> tuple[list[dict[str, Any]], list[dict
         folder = Path(job.folder)
         subject = subject_id(folder, Path(job.source), job.pattern) if folder != Path(
             job.source) else None
-        raise DataError(hide_record(f"{type(exc).__name__}: {error_reason(exc)}",
+        raise DataError(hide_record(error_reason(exc, typed=True),
                                     job.folder, subject, FOLDER)) from None
 
 

@@ -79,7 +79,7 @@ def read_header(path: str | Path) -> tuple[Any, str | None]:
     except FileNotFoundError:
         raise DataError(f"{header_file}: header file not found") from None
     except Exception as exc:  # noqa: BLE001 - wfdb raises many types for bad headers
-        first_error = f"{type(exc).__name__}: {error_reason(exc)}"
+        first_error = error_reason(exc, typed=True)
     repaired = repair_record_line(header_file.read_text(encoding="latin-1"))
     if repaired is not None:
         text, what = repaired

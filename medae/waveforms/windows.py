@@ -432,7 +432,7 @@ def window_record(job: RecordJob) -> dict[str, Any]:
         return process_record(job)
     except Exception as exc:  # noqa: BLE001 - every failure quarantines the record
         message = (str(exc).splitlines()[0] if isinstance(exc, DataError) and str(exc)
-                   else f"{type(exc).__name__}: {error_reason(exc)}")
+                   else error_reason(exc, typed=True))
         raise DataError(hide_record(message,
                                     job.path, job.subject_id)) from None
 
@@ -612,9 +612,9 @@ def run(params) -> dict[str, Any]:
     _remove_stale(out, params.path(cfg.beats_out), set(catalog["record_name"].to_list()))
     write_json_atomic(out / FINGERPRINTS, dict(sorted(prints.items())))
     totals = _totals(records)
-    write_json_atomic(report_file, {"stage": "window_waveforms", "totals": totals,
-                                    "records": dict(sorted(records.items()))})
-    write_json_atomic(params.path(cfg.totals), {"stage": "window_waveforms", "totals": totals})
+    head = {"stage": "window_waveforms", "totals": totals}
+    write_json_atomic(report_file, {**head, "records": dict(sorted(records.items()))})
+    write_json_atomic(params.path(cfg.totals), head)  # the DVC metric: no record names
     return {"records": len(records), "processed": len(todo) - len(failed),
             "unchanged": skipped, "quarantined": len(failed), **totals,
             "out": str(out), "report": str(report_file)}
