@@ -73,10 +73,13 @@ def flatten_numbers(obj: Any, prefix: str = "") -> dict[str, float]:
 
 def dq_summary(report: Any, limit: int = 12) -> dict[str, float]:
     """A DQ report's headline counts: its ``totals`` when it has them, else its per-table
-    counts summed over tables, else its top-level numbers.
+    counts summed over tables (after the cells ingest could not read, when there are any),
+    else its top-level numbers.
 
     >>> dq_summary({"tables": {"a": {"rows": 2, "dropped": 1}, "b": {"rows": 3}}})
     {'rows': 5, 'dropped': 1}
+    >>> dq_summary({"tables": {"a": {"rows": 2}}, "unparseable_cells": {"a": {"x": 2, "y": 1}}})
+    {'unparseable_cells': 3, 'rows': 2}
     >>> dq_summary({"stage": "w", "totals": {"windows": 9, "drop": {"gap": 1}}})
     {'windows': 9, 'drop.gap': 1}
     """
@@ -86,6 +89,9 @@ def dq_summary(report: Any, limit: int = 12) -> dict[str, float]:
         summary = flatten_numbers(report["totals"])
     elif isinstance(report.get("tables"), dict):
         summary: dict[str, float] = {}
+        unparsed = sum(flatten_numbers(report.get("unparseable_cells")).values())
+        if unparsed:  # first: the limit below must not hide it
+            summary["unparseable_cells"] = unparsed
         for table in report["tables"].values():
             for key, value in flatten_numbers(table).items():
                 summary[key] = summary.get(key, 0) + value

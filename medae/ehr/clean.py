@@ -185,6 +185,8 @@ def run(params: Any) -> dict[str, Any]:
     report = merge_counts([*(e["dq"] for e in entries.values()), future],
                           ingested=[t for t in RAW_PREFIX if t in raw_state["tables"]],
                           no_subject=raw_state.get("removed_no_subject", {}))
+    # cells ingest could not read as their column's type (an id, a time, a number): now empty
+    report["unparseable_cells"] = raw_state.get("unparsed", {})
     report["time_reference"] = reference
     report["splits"] = dict(sorted(splits.group_by("split").len().iter_rows()))
     report["dictionary"] = {"path": dictionary.path, "version": dictionary.version,

@@ -151,4 +151,10 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
         for name, counts in report[key].items():
             lines.append(f"| {name} | " + " | ".join(str(counts[c]) for c in COUNTS) + " |")
         lines.append("")
-    write_text_atomic(path.with_suffix(".md"), "\n".join(lines))
+    unparsed = report.get("unparseable_cells", {})
+    lines += ["## Unparseable cells", "",
+              "Cells ingest could not read as their column's type (an id, a time, a number); "
+              "they were read as empty." if unparsed else "None: every cell was read.", ""]
+    lines += [f"- {table}.{column}: {n}" for table, counts in unparsed.items()
+              for column, n in counts.items()]
+    write_text_atomic(path.with_suffix(".md"), "\n".join([*lines, ""]))

@@ -29,6 +29,7 @@ from medae.ehr.shards import (
 from medae.ehr.tables import (
     SUBJECT_TABLES,
     TABLES,
+    UNPARSED,
     TableSpec,
     canonical_schema,
     describe_error,
@@ -37,6 +38,7 @@ from medae.ehr.tables import (
     read_header,
     resolve_columns,
     scan_table,
+    unparsed_counts,
 )
 from medae.errors import DataError
 from medae.executor import map_items
@@ -45,7 +47,7 @@ from medae.io import atomic_path, staging_dir
 log = logging.getLogger(__name__)
 
 # Bump when the ingest output format changes: every table is then re-ingested.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: cells read as empty are counted (UNPARSED)
 
 
 def shard_files(out: Path, table: str, shards: int) -> list[Path]:
@@ -71,8 +73,13 @@ def _replace_if_changed(new: Path, target: Path) -> bool:
 
 
 def _collect_partition(folder: Path, schema: pl.Schema, dest: Path) -> None:
-    """Write the rows a partitioned sink left in ``folder`` (0..n files) to one file."""
-    parts = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    """Write the rows a partitioned sink left under ``folder`` (0..n files) to one file.
+
+    The sink splits a shard by :data:`UNPARSED` too, so rows with a cell read as empty come
+    after the others (in the sink's order, which is deterministic); a shard without any is one
+    file, moved as it is.
+    """
+    parts = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
     if len(parts) == 1:
         os.replace(parts[0], dest)
     elif parts:
@@ -89,23 +96,48 @@ def _unreadable(path: Path, spec: TableSpec, exc: BaseException) -> DataError:
     return DataError(f"{path}: cannot be read as table '{spec.name}': {describe_error(exc)}")
 
 
+def _rows_by_mask(parts: Path) -> dict[int, int]:
+    """Rows per :data:`UNPARSED` value of a partitioned sink (from the footers only)."""
+    rows: dict[int, int] = {}
+    for folder in parts.glob(f"*/{UNPARSED}=*"):
+        mask = int(folder.name.split("=", 1)[1])
+        rows[mask] = rows.get(mask, 0) + _count_rows(folder)
+    return rows
+
+
+# how a warning names what an unreadable cell should have been
+TYPE_WORDS = {pl.Int64(): "an integer", pl.Float64(): "a number",
+              pl.Datetime("us"): "a date-time"}
+
+
+def _warn_unparsed(path: Path, spec: TableSpec, counts: dict[str, int]) -> None:
+    kinds = {c.name: TYPE_WORDS.get(c.dtype, str(c.dtype)) for c in spec.columns}
+    for column, n in counts.items():
+        log.warning("%s: %d cell(s) of column '%s' are not %s; read as empty", path, n,
+                    column, kinds[column])
+
+
 def ingest_table(item: dict[str, Any]) -> dict[str, Any]:
     """Ingest one table (a module-level function: it runs in executor workers)."""
     spec = TABLES[item["table"]]
     path, out, shards = Path(item["path"]), Path(item["out"]), int(item["shards"])
-    lf = scan_table(path, spec, item["layout"])
-    if spec.name not in SUBJECT_TABLES:
+    lf = scan_table(path, spec, item["layout"], flag_unparsed=True)
+    if spec.name not in SUBJECT_TABLES:  # an item dictionary: small, read whole
+        try:
+            table = lf.sort("itemid").collect()
+        except READ_ERRORS as exc:
+            raise _unreadable(path, spec, exc) from None
+        unparsed = unparsed_counts(spec, dict(table.group_by(UNPARSED).len().iter_rows()))
         with atomic_path(out / f"{spec.name}.parquet") as tmp:
-            try:
-                lf.sort("itemid").sink_parquet(tmp)
-            except READ_ERRORS as exc:
-                raise _unreadable(path, spec, exc) from None
-        return {"table": spec.name, "changed_shards": [], "removed_no_subject": 0}
+            table.drop(UNPARSED).lazy().sink_parquet(tmp)  # the writer it always had
+        _warn_unparsed(path, spec, unparsed)
+        return {"table": spec.name, "changed_shards": [], "removed_no_subject": 0,
+                "unparsed": unparsed}
     # the scratch folder is named so that, after a SIGKILL, the next run's sweep removes it
     with staging_dir(out / spec.name) as staging:
         try:
             lf.with_columns(shard_expr(shards)).sink_parquet(
-                pl.PartitionBy(staging / "parts", key="shard", include_key=False,
+                pl.PartitionBy(staging / "parts", key=["shard", UNPARSED], include_key=False,
                                approximate_bytes_per_file=None)
             )
             changed = []
@@ -117,18 +149,21 @@ def ingest_table(item: dict[str, Any]) -> dict[str, Any]:
                     changed.append(shard)
             # rows whose subject_id is empty or not a number land in the null partition
             no_subject = _count_rows(staging / "parts" / "shard=__HIVE_DEFAULT_PARTITION__")
+            unparsed = unparsed_counts(spec, _rows_by_mask(staging / "parts"))
         except READ_ERRORS as exc:
             raise _unreadable(path, spec, exc) from None
+    _warn_unparsed(path, spec, unparsed)
     if no_subject:
         log.warning("%s: %d rows without a valid subject_id dropped", path, no_subject)
     for stale in (out / spec.name).glob("shard_*.parquet"):
         if int(stale.stem.split("_")[1]) >= shards:  # left over from a larger shard count
             stale.unlink()
-    return {"table": spec.name, "changed_shards": changed, "removed_no_subject": no_subject}
+    return {"table": spec.name, "changed_shards": changed, "removed_no_subject": no_subject,
+            "unparsed": unparsed}
 
 
 def _count_rows(folder: Path) -> int:
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    files = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
     return pl.scan_parquet(files).select(pl.len()).collect().item() if files else 0
 
 
@@ -191,13 +226,17 @@ def run(params: Any) -> dict[str, Any]:
         raise DataError(first.split(": ", 1)[1] if first.startswith("DataError: ") else first)
     results = [r for r in mapped.values if r]
     _drop_vanished(out, {it["table"] for it in items})
+    present = {it["table"] for it in items}
+    # a table not re-ingested keeps the counts of the run that read it
     dropped = dict(previous_state.get("removed_no_subject", {}))
     dropped.update({r["table"]: r["removed_no_subject"] for r in results})
+    unparsed = dict(previous_state.get("unparsed", {}))
+    unparsed.update({r["table"]: r["unparsed"] for r in results})
     save_fingerprints(out, {
         "layout": layout, "shards": shards,
         "tables": {it["table"]: it["fingerprint"] for it in items},
-        "removed_no_subject": {t: n for t, n in sorted(dropped.items())
-                               if t in {it["table"] for it in items}},
+        "removed_no_subject": {t: n for t, n in sorted(dropped.items()) if t in present},
+        "unparsed": {t: n for t, n in sorted(unparsed.items()) if t in present and n},
     })
     changed = {r["table"]: r["changed_shards"] for r in results}
     return {"layout": layout, "out": str(out), "tables": sorted(it["table"] for it in items),

@@ -240,11 +240,25 @@ def _cast(name: str, source_dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
     return expr.cast(target, strict=False)
 
 
-def scan_table(path: Path, spec: TableSpec, layout: Layout) -> pl.LazyFrame:
+# A UInt32 column :func:`scan_table` adds on request: bit ``i`` is set where the source cell of
+# ``spec.columns[i]`` held text its type could not read (the cell is null in the typed row).
+UNPARSED = "_unparsed"
+
+
+def _present(name: str, source_dtype: pl.DataType) -> pl.Expr:
+    """True where the source cell holds something (blank text counts as empty, as in CSV)."""
+    if source_dtype == pl.String:
+        return pl.col(name).str.strip_chars().str.len_bytes() > 0
+    return pl.col(name).is_not_null()
+
+
+def scan_table(path: Path, spec: TableSpec, layout: Layout, *,
+               flag_unparsed: bool = False) -> pl.LazyFrame:
     """A lazy, typed scan of one table with canonical lower-case column names.
 
     Columns the table lacks (optional ones) come back as typed nulls so every layout yields
-    the same schema.
+    the same schema. ``flag_unparsed`` adds the :data:`UNPARSED` bitmask column last; the
+    cast is computed once, the source text is not kept.
     """
     header = read_header(path)
     columns = resolve_columns(path, header, spec, layout)
@@ -254,14 +268,36 @@ def scan_table(path: Path, spec: TableSpec, layout: Layout) -> pl.LazyFrame:
     else:
         source_types = {h: pl.String() for h in header}
         lf = pl.scan_csv(path, schema=source_types, null_values=[""], quote_char='"')
-    exprs = []
-    for col in spec.columns:
+    exprs, present, bits = [], [], []
+    for i, col in enumerate(spec.columns):
         if col.name in columns:
             src = columns[col.name]
             exprs.append(_cast(src, source_types[src], col.dtype).alias(col.name))
+            if flag_unparsed and source_types[src] != col.dtype:
+                present.append(_present(src, source_types[src]).alias(f"_present_{i}"))
+                bits.append(pl.when(pl.col(f"_present_{i}") & pl.col(col.name).is_null())
+                            .then(pl.lit(1 << i, pl.UInt32)).otherwise(pl.lit(0, pl.UInt32)))
         else:
             exprs.append(pl.lit(None, dtype=col.dtype).alias(col.name))
-    return lf.select(exprs)
+    if not flag_unparsed:
+        return lf.select(exprs)
+    mask = pl.sum_horizontal(bits) if bits else pl.lit(0, pl.UInt32)
+    return lf.select(*exprs, *present).select(
+        *(c.name for c in spec.columns), mask.cast(pl.UInt32).alias(UNPARSED))
+
+
+def unparsed_counts(spec: TableSpec, rows_by_mask: dict[int, int]) -> dict[str, int]:
+    """Cells read as empty per column, from row counts per :data:`UNPARSED` value.
+
+    >>> unparsed_counts(TABLES["labevents"], {0: 90, 2: 3, 34: 1})
+    {'hadm_id': 4, 'valuenum': 1}
+    """
+    counts: dict[str, int] = {}
+    for mask, rows in rows_by_mask.items():
+        for i, col in enumerate(spec.columns):
+            if mask >> i & 1:
+                counts[col.name] = counts.get(col.name, 0) + rows
+    return counts
 
 
 def canonical_schema(spec: TableSpec) -> pl.Schema:

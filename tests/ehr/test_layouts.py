@@ -130,6 +130,50 @@ def test_rows_without_subject_are_counted_not_lost(tmp_path):
         2, 1, 1)
 
 
+def test_cells_that_are_not_their_type_are_counted_per_column(tmp_path, caplog):
+    """A European decimal comma, a typo in an id, a day-first date and a broken itemid in the
+    dictionary: each read as empty, counted per file and column, the values never shown."""
+    source = mimic3_source(tmp_path / "mimic3")
+    events = pl.read_csv(source / "CHARTEVENTS.csv.gz", infer_schema=False).with_columns(
+        VALUENUM=pl.Series(["88", "100,4", "97", "70", "7O", "30"]),
+        HADM_ID=pl.Series(["30", "30", "3O", "40", " ", "40"]),  # blank is empty, not bad
+        CHARTTIME=pl.when(pl.int_range(6) == 5).then(pl.lit("03/01/2150 11:00"))
+        .otherwise(pl.col("CHARTTIME")))
+    write_csv(events, source / "CHARTEVENTS.csv.gz")
+    write_csv(pl.DataFrame({"ROW_ID": [1, 2], "ITEMID": ["211", "67B"],
+                            "LABEL": ["Heart Rate", "Temperature F"]}), source / "D_ITEMS.csv")
+    params = ehr_params(tmp_path / "work", source, "ingest_ehr.shards=2")
+    with caplog.at_level("WARNING", logger="medae.ehr.ingest"):
+        run_stage("ingest_ehr", params)
+    by_column = {"hadm_id": 1, "charttime": 1, "valuenum": 2}
+    assert sorted(m for m in caplog.messages if "read as empty" in m) == sorted([
+        *(f"{source / 'CHARTEVENTS.csv.gz'}: {n} cell(s) of column '{c}' are not "
+          f"{'a date-time' if c == 'charttime' else 'an integer' if c == 'hadm_id' else 'a number'}"
+          "; read as empty" for c, n in by_column.items()),
+        f"{source / 'D_ITEMS.csv'}: 1 cell(s) of column 'itemid' are not an integer; "
+        "read as empty"])
+    assert not any(v in m for m in caplog.messages for v in ("100,4", "7O", "3O", "67B", "03/01"))
+    run_stage("clean_ehr", params)
+    report = json.loads(params.path(params.clean_ehr.report).read_text())
+    assert report["unparseable_cells"] == {"chartevents": by_column, "d_items": {"itemid": 1}}
+    markdown = params.path(params.clean_ehr.report).with_suffix(".md").read_text()
+    assert "- chartevents.valuenum: 2\n" in markdown
+    raw = pl.read_parquet(tmp_path / "work/raw/chartevents/*.parquet")
+    assert (raw.height, raw["valuenum"].null_count(), raw["hadm_id"].null_count()) == (6, 2, 2)
+    assert "_unparsed" not in raw.columns
+    # a second ingest reads nothing and keeps the counts; a clean source has none
+    run_stage("ingest_ehr", params)
+    assert json.loads((tmp_path / "work/raw/_fingerprints.json").read_text())["unparsed"][
+        "chartevents"] == by_column
+    write_csv(events.with_columns(VALUENUM=pl.lit("1.5"), HADM_ID=pl.lit("30"),
+                                  CHARTTIME=pl.lit("2150-03-01 09:00:00")),
+              source / "CHARTEVENTS.csv.gz")
+    run_stage("ingest_ehr", params)
+    run_stage("clean_ehr", params)
+    report = json.loads(params.path(params.clean_ehr.report).read_text())
+    assert report["unparseable_cells"] == {"d_items": {"itemid": 1}}
+
+
 @pytest.mark.parametrize(("damage", "problem"), [
     (lambda blob: blob[: len(blob) // 2], "unexpected end of file"),
     (gzip.decompress, "not a gzip file"),
