@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 3
 KEEP_COLUMNS = [*MEDS_SCHEMA.names(), "table", "var", "f_converted", "f_unknown_unit",
-                "f_outlier", "f_clipped", "f_text_only", "f_no_time", "f_error"]
+                "f_outlier", "f_clipped", "f_text_only", "f_no_time", "f_no_item", "f_error"]
 
 
 def _scan(raw: Path, table: str, shard: int) -> pl.LazyFrame:
@@ -63,7 +63,7 @@ def clean_shard(item: dict[str, Any]) -> dict[str, Any]:
     events = pl.concat([source_events(_scan(raw, t, shard), t) for t in RAW_PREFIX])
     flagged = apply_dictionary(events, dictionary).select(KEEP_COLUMNS)
     removed = (pl.col("f_outlier") | pl.col("f_unknown_unit") | pl.col("f_no_time")
-               | pl.col("f_error"))
+               | pl.col("f_no_item") | pl.col("f_error"))
     carried = [*MEDS_SCHEMA.names(), "table", "var", "f_outside_stay", "f_before_admission"]
     source_rows = flag_before_admission(assign_stays(flagged.filter(~removed), stays),
                                         admissions).select(carried)

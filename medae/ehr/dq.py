@@ -1,7 +1,7 @@
 """The data-quality report of ``clean_ehr``: per variable and per source table, how many rows
-were seen, converted, removed (no subject_id at ingest, outlier, unknown unit, no time,
-charted in error), clipped, deduplicated, text-only, outside any ICU stay, timed before their
-admission and timed in the future.
+were seen, converted, removed (no subject_id at ingest, outlier, unknown unit, no time, no
+itemid, charted in error), clipped, deduplicated, text-only, outside any ICU stay, timed before
+their admission and timed in the future.
 
 ``outside_stay``, ``before_admission`` and ``time_in_future`` flag rows that are *kept* (they
 count among ``rows_written``): labs drawn in the emergency department before ``admittime`` or
@@ -20,14 +20,16 @@ import polars as pl
 from medae.io import write_json_atomic, write_text_atomic
 
 COUNTS = ("rows_seen", "unit_converted", "removed_no_subject", "removed_outlier",
-          "removed_unknown_unit", "removed_no_time", "removed_error", "clipped", "duplicates",
-          "text_only", "outside_stay", "before_admission", "time_in_future", "rows_written")
+          "removed_unknown_unit", "removed_no_time", "removed_no_item", "removed_error",
+          "clipped", "duplicates", "text_only", "outside_stay", "before_admission",
+          "time_in_future", "rows_written")
 REMOVALS = ("removed_no_subject", "removed_outlier", "removed_unknown_unit", "removed_no_time",
-            "removed_error", "duplicates")
+            "removed_no_item", "removed_error", "duplicates")
 # Filled outside the shard counts: at ingest, and against the whole source's reference time.
 RUN_LEVEL = ("removed_no_subject", "time_in_future")
 FLAG_OF = {"unit_converted": "f_converted", "removed_outlier": "f_outlier",
            "removed_unknown_unit": "f_unknown_unit", "removed_no_time": "f_no_time",
+           "removed_no_item": "f_no_item",
            "removed_error": "f_error", "clipped": "f_clipped", "text_only": "f_text_only"}
 
 

@@ -91,7 +91,8 @@ def apply_dictionary(events: pl.LazyFrame, dictionary: Dictionary) -> pl.LazyFra
 
     Adds ``code``, ``numeric_value``, ``text_value``, ``var`` (dictionary code or null) and
     the flags ``f_converted``, ``f_unknown_unit``, ``f_outlier``, ``f_clipped``,
-    ``f_text_only``, ``f_no_time``, ``f_error`` (MIMIC-III rows charted in error).
+    ``f_text_only``, ``f_no_time``, ``f_no_item`` (an itemid ingest could not read: the row
+    measures nothing known), ``f_error`` (MIMIC-III rows charted in error).
     Unmapped events keep a raw code and their value as is.
 
     >>> from datetime import datetime
@@ -136,6 +137,8 @@ def apply_dictionary(events: pl.LazyFrame, dictionary: Dictionary) -> pl.LazyFra
         f_clipped=(mapped_num & unit_known & ~outlier & clipped).fill_null(False),
         f_text_only=pl.col("num_in").is_null() & (text.str.len_chars() > 0).fill_null(False),
         f_no_time=pl.col("time").is_null(),
+        # counted once: a row without a time is removed for that already
+        f_no_item=pl.col("itemid").is_null() & pl.col("time").is_not_null(),
         f_error=(pl.col("error") == 1).fill_null(False),
     )
     numeric = pl.when(pl.col("var").is_not_null()).then(

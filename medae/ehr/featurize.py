@@ -39,6 +39,7 @@ from medae.ehr.shards import (
     shard_expr,
     shard_name,
 )
+from medae.ehr.stay_checks import REASONS, ambiguous_stays, screen_stays
 from medae.errors import ConfigError, DataError
 from medae.executor import map_items
 from medae.io import atomic_path, write_json_atomic
@@ -144,11 +145,14 @@ def _params_view(cfg: Any, variables: list[str], aggregations: dict[str, str]) -
             "aggregations": aggregations, "format": FORMAT_VERSION}
 
 
-def _stays(item: dict[str, Any]) -> pl.DataFrame:
-    """The shard's stays with grid length, age, sex, split and mortality label."""
+def _stays(item: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The shard's stays with grid length, age, sex, split and mortality label, and how many
+    :func:`~medae.ehr.stay_checks.screen_stays` left out per reason."""
     raw, meds_file, view = Path(item["raw"]), Path(item["meds"]), item["view"]
     name = Path(meds_file).name
-    stays = pl.scan_parquet(raw / "icustays" / name)
+    screened, left_out = screen_stays(pl.read_parquet(raw / "icustays" / name),
+                                      item["ambiguous"])
+    stays = screened.lazy()
     adm = pl.scan_parquet(raw / "admissions" / name).select(
         "hadm_id",
         pl.coalesce(pl.col("hospital_expire_flag"), pl.col("deathtime").is_not_null()
@@ -161,8 +165,7 @@ def _stays(item: dict[str, Any]) -> pl.DataFrame:
     splits = pl.LazyFrame(item["splits"], schema={"subject_id": pl.Int64, "split": pl.String},
                           orient="row")
     los_h = (pl.col("outtime") - pl.col("intime")).dt.total_microseconds() / US_PER_HOUR
-    df = (stays.filter(pl.col("intime").is_not_null() & pl.col("outtime").is_not_null())
-          .join(adm, on="hadm_id", how="left").join(birth, on="subject_id", how="left")
+    df = (stays.join(adm, on="hadm_id", how="left").join(birth, on="subject_id", how="left")
           .join(sex, on="subject_id", how="left").join(splits, on="subject_id", how="left")
           .with_columns(los_hours=los_h,
                         age=((pl.col("intime") - pl.col("birth")).dt.total_days() / 365.25)
@@ -171,7 +174,7 @@ def _stays(item: dict[str, Any]) -> pl.DataFrame:
     starts = [window_starts(h, view["window_hours"], view["stride_hours"]) for h in df["los_hours"]]
     n_bins = [(s[-1] + view["window_hours"]) // view["bin_hours"] for s in starts]
     return df.with_columns(pl.Series("starts", starts, dtype=pl.List(pl.Int32)),
-                           pl.Series("n_bins", n_bins, dtype=pl.Int32))
+                           pl.Series("n_bins", n_bins, dtype=pl.Int32)), left_out
 
 
 def _binned(item: dict[str, Any], stays: pl.DataFrame) -> pl.DataFrame:
@@ -206,7 +209,7 @@ def _grid(item: dict[str, Any], stays: pl.DataFrame) -> tuple[np.ndarray, np.nda
 def shard_sums(item: dict[str, Any]) -> dict[str, Any]:
     """Count, sum and sum of squares of binned values and ages over the shard's train stays
     (and the binned events cached for pass 2)."""
-    stays = _stays(item)
+    stays, _ = _stays(item)
     grid, offsets = _grid(item, stays)
     is_train = (stays["split"] == "train").fill_null(False).to_numpy()
     rows = np.repeat(is_train, np.diff(offsets))
@@ -287,7 +290,12 @@ def _flat(array: np.ndarray, rows: np.ndarray, n_bins: int) -> pl.Series:
 def featurize_shard(item: dict[str, Any]) -> dict[str, Any]:
     """Write one ``part_NNNN.parquet`` of windows (module-level: runs in executor workers)."""
     view, stats = item["view"], item["stats"]
-    stays = _stays(item)
+    stays, left_out = _stays(item)
+    part = Path(item["target"]).name
+    for reason, n in left_out.items():
+        if n:
+            log.warning("%s: %d icustays %s left out (%s)", part, n,
+                        "row(s)" if reason == "duplicate_rows" else "stay(s)", reason)
     grid, offsets = _grid(item, stays)
     values, mask, delta = _normalised_grid(grid, offsets, stats, view)
     n_bins = view["window_hours"] // view["bin_hours"]
@@ -311,11 +319,17 @@ def featurize_shard(item: dict[str, Any]) -> dict[str, Any]:
         _flat(delta, rows, n_bins).alias("delta") if len(rows) else pl.lit(None).cast(
             pl.List(pl.Float32)).alias("delta"),
         static.alias("static"),
-        pl.col("label_mortality").fill_null(0).cast(pl.Int8),
+        # null, not 0, where the stay's hadm_id has no admissions row: its outcome is unknown
+        pl.col("label_mortality").cast(pl.Int8),
     )  # already in (stay_id, window_start) order: stays are sorted, starts ascend
+    unknown = stays.filter(pl.col("label_mortality").is_null()).height
+    if unknown:
+        log.warning("%s: %d stay(s) whose hadm_id has no admissions row: label_mortality null",
+                    part, unknown)
     with atomic_path(Path(item["target"])) as tmp:
         write_windows(out, tmp, item["compression"], name=Path(item["target"]))
-    return {"windows": out.height, "stays": stays.height}
+    return {"windows": out.height, "stays": stays.height, "stays_left_out": left_out,
+            "unknown_label_stays": unknown}
 
 
 def write_windows(windows: pl.DataFrame, path: Path, compression: str,
@@ -386,6 +400,7 @@ def run(params: Any) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     state = load_fingerprints(out)
     by_shard = splits.with_columns(shard_expr(shards)).partition_by("shard", as_dict=True)
+    ambiguous = ambiguous_stays(sorted((raw / "icustays").glob("shard_*.parquet")))
     items = []
     for shard in range(shards):
         name = shard_name(shard)
@@ -395,8 +410,11 @@ def run(params: Any) -> dict[str, Any]:
                  raw / "admissions" / f"{name}.parquet"]
         if not all(f.exists() for f in files):
             raise DataError(f"{files[0].parent}: shard {name} missing; re-run clean_ehr")
-        inputs = digest([file_digest(f) for f in files], rows, view)
+        # stays under two subjects sit in two shards: a shard's windows depend on the others
+        inputs = digest([file_digest(f) for f in files], rows, view,
+                        *([ambiguous] if ambiguous else []))
         items.append({"raw": str(raw), "meds": str(files[0]), "view": view, "splits": rows,
+                      "ambiguous": ambiguous,
                       "inputs": inputs, "target": str(out / f"part_{shard:04d}.parquet"),
                       # not *.parquet, so no glob over the windows ever picks the cache up
                       "binned": str(out / "_binned" / f"{name}.{inputs}.binned")})
@@ -427,6 +445,12 @@ def run(params: Any) -> dict[str, Any]:
     return {"out": str(out), "stats": str(params.path(cfg.stats)), "shards": shards,
             "recomputed": [Path(t["target"]).stem for t in todo],
             "windows_written": sum(r["windows"] for r in results.values if r),
+            # of the recomputed shards: stays not windowed, and stays with no known outcome
+            # (a stay under two subjects is in two shards: counted once, over all shards)
+            "stays_left_out": {reason: n for reason in REASONS if (n := len(ambiguous) if (
+                reason == "claimed_by_two_subjects") else sum(
+                r["stays_left_out"][reason] for r in results.values if r))},
+            "unknown_label_stays": sum(r["unknown_label_stays"] for r in results.values if r),
             "variables": len(variables)}
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import polars as pl
 
+from medae.ehr.stay_checks import ambiguous_stays, screen_stays
+
 STAYS_SCHEMA = pl.Schema({"subject_id": pl.Int64, "hadm_id": pl.Int64, "stay_id": pl.Int64,
                           "intime": pl.Datetime("us"), "outtime": pl.Datetime("us")})
 
@@ -14,12 +16,13 @@ def load_stays(params: Any) -> pl.DataFrame | None:
     """All ICU stays, sorted by ``subject_id, intime, stay_id``; None before ``ingest_ehr`` ran.
 
     Columns: ``subject_id, hadm_id, stay_id`` (int64), ``intime, outtime`` (timestamp[us]).
-    Stays without an intime or outtime are left out (they cannot be linked by time).
+    The stays ``featurize_ehr`` windows (:func:`~medae.ehr.stay_checks.screen_stays`): none
+    without an intime or outtime, none under two subjects, duplicated or conflicting.
     """
     folder = params.path(params.ingest_ehr.out) / "icustays"
     files = sorted(folder.glob("shard_*.parquet")) if folder.is_dir() else []
     if not files:
         return None
-    return (pl.scan_parquet(files).select([pl.col(n).cast(t) for n, t in STAYS_SCHEMA.items()])
-            .filter(pl.col("intime").is_not_null() & pl.col("outtime").is_not_null())
-            .sort("subject_id", "intime", "stay_id").collect())
+    rows = pl.scan_parquet(files).select([pl.col(n).cast(t) for n, t in STAYS_SCHEMA.items()])
+    kept, _ = screen_stays(rows.collect(), ambiguous_stays(files))
+    return kept.sort("subject_id", "intime", "stay_id")

@@ -117,7 +117,10 @@ def evaluate_ehr(params: Any) -> dict[str, Any]:
         parts["train"] = parts["train"].sample(cap, seed=cfg.seed).sort(
             "subject_id", "stay_id", "window_start")
     rows = {s: ehr_inputs(p) for s, p in parts.items()}
-    labels = {s: p["label_mortality"].to_numpy().astype(int) for s, p in parts.items()}
+    # the probe leaves out windows of stays without an admissions row (label null)
+    known = {s: p["label_mortality"].is_not_null().to_numpy() for s, p in parts.items()}
+    labels = {s: p["label_mortality"].to_numpy()[known[s]].astype(int)
+              for s, p in parts.items()}
     n_values = int(stats["n_bins"]) * len(stats["variables"])
     shape = ehr_shape(rows["train"].shape[1], n_values, int(stats["n_bins"]))
     optim = params.train_ehr.optim.model_copy(update={"epochs": cfg.ehr_epochs})
@@ -136,8 +139,9 @@ def evaluate_ehr(params: Any) -> dict[str, Any]:
     z = {s: run_model(model, rows[s]) for s in ("train", "held_out")}
     fitted = pca(rows["train"], k, cfg.seed)
     zp = {s: fitted.transform(rows[s]) for s in ("train", "held_out")}
-    probe = {name: probe_auroc(feats["train"], labels["train"], feats["held_out"],
-                               labels["held_out"], cfg.probe_max_iter, cfg.seed)
+    probe = {name: probe_auroc(feats["train"][known["train"]], labels["train"],
+                               feats["held_out"][known["held_out"]], labels["held_out"],
+                               cfg.probe_max_iter, cfg.seed)
              for name, feats in (("ae", z), ("pca", zp), ("raw", rows))}
     return {
         "ehr_imputation_rmse_ratio_vs_mean": err["ae"] / err["mean"],

@@ -254,6 +254,14 @@ def text_in_numeric(lines: list[str]) -> list[str]:
     return set_field(lines, _potassium_row(lines), "valuenum", "high")
 
 
+def decimal_comma(lines: list[str]) -> list[str]:  # quoted: the comma is inside the field
+    return set_field(lines, _potassium_row(lines), "valuenum", '"4,2"')
+
+
+def unreadable_itemid(lines: list[str]) -> list[str]:
+    return set_field(lines, _potassium_row(lines), "itemid", "5O971")
+
+
 def latin1_unit(data: bytes) -> bytes:
     return data.replace(b",mEq/L,", b",\xb5Eq/L,", 1)  # a latin-1 micro sign, invalid UTF-8
 
@@ -415,6 +423,12 @@ def ehr_cases() -> list[Case]:
         Case("ehr_text_in_numeric", EHR_STAGES, edit_table(lab, text_in_numeric), INGESTED,
              "text in a numeric column (valuenum 'high')",
              dq=("dq_ehr", "variables", "LAB//POTASSIUM", "text_only")),
+        Case("ehr_decimal_comma", EHR_STAGES, edit_table(lab, decimal_comma), INGESTED,
+             "decimal comma in a number (valuenum '4,2')",
+             dq=("dq_ehr", "unparseable_cells", "labevents", "valuenum")),
+        Case("ehr_unreadable_itemid", EHR_STAGES, edit_table(lab, unreadable_itemid), INGESTED,
+             "itemid that is not a number ('5O971')",
+             dq=("dq_ehr", "tables", "labevents", "removed_no_item")),
         Case("ehr_non_utf8", ingest, transform_text(lab, latin1_unit), ERROR,
              "non-UTF-8 byte (latin-1 micro sign)",
              expect=r"labevents\.csv\.gz: cannot be read as table 'labevents': not valid UTF-8"),
