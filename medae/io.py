@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from medae.errors import ConfigError
+from medae.errors import ConfigError, DataError
 
 DEFAULT_FILE_MODE = 0o600
 DEFAULT_DIR_MODE = 0o700
@@ -414,3 +414,47 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+# Left in an output folder while a stage rewrites it file by file (shards, parts): a failed or
+# killed run leaves it, so the next stage refuses a folder that mixes old and new files.
+UNFINISHED = "_unfinished.json"
+
+
+@contextmanager
+def unfinished(folder: str | os.PathLike[str], stage: str) -> Iterator[None]:
+    """Mark ``folder`` as being rewritten by ``stage`` until the block ends without an error.
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp())
+    >>> with unfinished(out, "clean_ehr"):
+    ...     (out / UNFINISHED).exists()
+    True
+    >>> check_finished(out, "clean_ehr")  # the block ended: nothing to say
+    """
+    marker = ensure_dir(folder) / UNFINISHED
+    write_json_atomic(marker, {"stage": stage, "host": socket.gethostname(), "pid": os.getpid()})
+    yield
+    marker.unlink(missing_ok=True)
+
+
+def check_finished(folder: str | os.PathLike[str], stage: str | None = None) -> None:
+    """Refuse ``folder`` while :func:`unfinished` marks it (its last run failed part-way).
+    ``stage``: the stage that writes it, when the mark does not say (an unreadable mark).
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (out / UNFINISHED).write_text('{"stage": "ingest_ehr"}')
+    >>> check_finished(out)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    medae.errors.DataError: ...: ingest_ehr did not finish its last run ... again first
+    """
+    marker = Path(folder) / UNFINISHED
+    if not marker.exists():
+        return
+    with suppress(OSError, ValueError, KeyError, TypeError):  # else the caller's name for it
+        stage = str(json.loads(marker.read_text(encoding="utf-8"))["stage"])
+    rerun = f"`medae run {stage}`" if stage else "it"
+    raise DataError(f"{folder}: {stage or 'the stage writing it'} did not finish its last run "
+                    "(it failed or was stopped part-way), so this folder mixes old and new "
+                    f"files; run {rerun} again first")

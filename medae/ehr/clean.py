@@ -38,7 +38,7 @@ from medae.ehr.shards import digest, files_digest, load_fingerprints, save_finge
 from medae.ehr.tables import SUBJECT_TABLES, TABLES, canonical_schema
 from medae.errors import DataError
 from medae.executor import map_items
-from medae.io import atomic_path
+from medae.io import atomic_path, check_finished, unfinished
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ def _time_reference(cfg: Any, entries: dict[str, Any]) -> dict[str, Any]:
 
 def _raw_state(params: Any) -> tuple[Path, dict[str, Any]]:
     raw = params.path(params.ingest_ehr.out)
+    check_finished(raw, "ingest_ehr")
     state = load_fingerprints(raw)
     if not state.get("tables"):
         raise DataError(f"{raw}: no ingested EHR tables; run `medae run ingest_ehr` first")
@@ -148,6 +149,24 @@ def _write_metadata(params: Any, raw: Path, out: Path, dictionary: Any,
     return splits
 
 
+def _write_dq_report(params: Any, raw_state: dict[str, Any], dictionary: Any,
+                     entries: dict[str, Any], splits: pl.DataFrame) -> None:
+    cfg = params.clean_ehr
+    reference = _time_reference(cfg, entries)
+    limit = reference["max_event_time"] and datetime.fromisoformat(reference["max_event_time"])
+    future = future_rows((r for e in entries.values() for r in e["late"]), limit)
+    report = merge_counts([*(e["dq"] for e in entries.values()), future],
+                          ingested=[t for t in RAW_PREFIX if t in raw_state["tables"]],
+                          no_subject=raw_state.get("removed_no_subject", {}))
+    # cells ingest could not read as their column's type (an id, a time, a number): now empty
+    report["unparseable_cells"] = raw_state.get("unparsed", {})
+    report["time_reference"] = reference
+    report["splits"] = dict(sorted(splits.group_by("split").len().iter_rows()))
+    report["dictionary"] = {"path": dictionary.path, "version": dictionary.version,
+                            "digest": dictionary.digest}
+    write_report(params.path(cfg.report), report)
+
+
 def run(params: Any) -> dict[str, Any]:
     """Clean every changed shard, then rewrite the metadata and the DQ report."""
     cfg = params.clean_ehr
@@ -170,29 +189,19 @@ def run(params: Any) -> dict[str, Any]:
                          "dictionary": dictionary.path if cfg.dictionary else None,
                          "max_event_time": max_event_time})
     log.info("clean_ehr: %d shards, %d to recompute", shards, len(todo))
-    results = map_items(clean_shard, todo, params.executor,
-                        names=[shard_name(t["shard"]) for t in todo], desc="clean_ehr shards",
-                        threads=True)  # Polars releases the GIL: no interpreter per worker
-    for item, result in zip(todo, results.values, strict=True):
-        entries[shard_name(item["shard"])] = {"fingerprint": item["fingerprint"], **result}
-    for stale in (out / "data").glob("shard_*.parquet"):
-        if stale.stem not in entries:
-            stale.unlink()
-    splits = _write_metadata(params, raw, out, dictionary, entries)
-    reference = _time_reference(cfg, entries)
-    limit = reference["max_event_time"] and datetime.fromisoformat(reference["max_event_time"])
-    future = future_rows((r for e in entries.values() for r in e["late"]), limit)
-    report = merge_counts([*(e["dq"] for e in entries.values()), future],
-                          ingested=[t for t in RAW_PREFIX if t in raw_state["tables"]],
-                          no_subject=raw_state.get("removed_no_subject", {}))
-    # cells ingest could not read as their column's type (an id, a time, a number): now empty
-    report["unparseable_cells"] = raw_state.get("unparsed", {})
-    report["time_reference"] = reference
-    report["splits"] = dict(sorted(splits.group_by("split").len().iter_rows()))
-    report["dictionary"] = {"path": dictionary.path, "version": dictionary.version,
-                            "digest": dictionary.digest}
-    write_report(params.path(cfg.report), report)
-    save_fingerprints(out, {"shards": dict(sorted(entries.items()))})
+    with unfinished(out, "clean_ehr"):  # shards are replaced one by one
+        results = map_items(clean_shard, todo, params.executor,
+                            names=[shard_name(t["shard"]) for t in todo],
+                            desc="clean_ehr shards",
+                            threads=True)  # Polars releases the GIL: no interpreter per worker
+        for item, result in zip(todo, results.values, strict=True):
+            entries[shard_name(item["shard"])] = {"fingerprint": item["fingerprint"], **result}
+        for stale in (out / "data").glob("shard_*.parquet"):
+            if stale.stem not in entries:
+                stale.unlink()
+        splits = _write_metadata(params, raw, out, dictionary, entries)
+        _write_dq_report(params, raw_state, dictionary, entries, splits)
+        save_fingerprints(out, {"shards": dict(sorted(entries.items()))})
     return {"out": str(out), "shards": shards, "recomputed": [t["shard"] for t in todo],
             "rows": sum(e["rows"] for e in entries.values()),
             "codes": len({c for e in entries.values() for c in e["codes"]}),

@@ -42,7 +42,7 @@ from medae.ehr.shards import (
 from medae.ehr.stay_checks import REASONS, ambiguous_stays, screen_stays
 from medae.errors import ConfigError, DataError
 from medae.executor import map_items
-from medae.io import atomic_path, write_json_atomic
+from medae.io import atomic_path, check_finished, unfinished, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +370,8 @@ def write_windows(windows: pl.DataFrame, path: Path, compression: str,
 def _inputs(params: Any) -> tuple[Path, Path, pl.DataFrame, int]:
     raw = params.path(params.ingest_ehr.out)
     meds = params.path(params.clean_ehr.out)
+    check_finished(raw, "ingest_ehr")
+    check_finished(meds, "clean_ehr")
     splits_path = meds / "metadata" / "subject_splits.parquet"
     if not splits_path.exists():
         raise DataError(f"{meds}: no MEDS store; run `medae run clean_ehr` first")
@@ -430,18 +432,20 @@ def run(params: Any) -> dict[str, Any]:
     for it in todo:
         it["stats"], it["compression"] = stats, cfg.compression
     log.info("featurize_ehr: %d shards, %d to recompute", shards, len(todo))
-    results = map_items(featurize_shard, todo, params.executor,
-                        names=[Path(t["target"]).stem for t in todo], desc="featurize_ehr shards",
-                        threads=True)  # Polars and NumPy release the GIL
-    _write_stats(params.path(cfg.stats), stats)
-    for stale in out.glob("part_*.parquet"):
-        if int(stale.stem.split("_")[1]) >= shards:
-            stale.unlink()
-    current = {Path(it["binned"]) for it in items}
-    for stale in (out / "_binned").glob("*.binned"):
-        if stale not in current:
-            stale.unlink()
-    save_fingerprints(out, {"sums": sums, "parts": parts})
+    with unfinished(out, "featurize_ehr"):  # parts are replaced one by one
+        results = map_items(featurize_shard, todo, params.executor,
+                            names=[Path(t["target"]).stem for t in todo],
+                            desc="featurize_ehr shards",
+                            threads=True)  # Polars and NumPy release the GIL
+        _write_stats(params.path(cfg.stats), stats)
+        for stale in out.glob("part_*.parquet"):
+            if int(stale.stem.split("_")[1]) >= shards:
+                stale.unlink()
+        current = {Path(it["binned"]) for it in items}
+        for stale in (out / "_binned").glob("*.binned"):
+            if stale not in current:
+                stale.unlink()
+        save_fingerprints(out, {"sums": sums, "parts": parts})
     return {"out": str(out), "stats": str(params.path(cfg.stats)), "shards": shards,
             "recomputed": [Path(t["target"]).stem for t in todo],
             "windows_written": sum(r["windows"] for r in results.values if r),

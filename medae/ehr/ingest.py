@@ -42,7 +42,7 @@ from medae.ehr.tables import (
 )
 from medae.errors import DataError
 from medae.executor import map_items
-from medae.io import atomic_path, staging_dir
+from medae.io import ensure_dir, staging_dir, unfinished
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,11 @@ def source_fingerprint(path: Path, layout: str, shards: int) -> dict[str, Any]:
             "layout": layout, "shards": shards, "format": FORMAT_VERSION}
 
 
-def _replace_if_changed(new: Path, target: Path) -> bool:
-    """Move ``new`` onto ``target`` unless it holds the same rows; True when replaced."""
+def _keep_if_changed(new: Path, target: Path) -> bool:
+    """True when ``new`` must replace ``target``; else ``new`` is deleted (same rows)."""
     if same_content(target, new):
         new.unlink()
         return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(new, target)
     return True
 
 
@@ -118,9 +116,15 @@ def _warn_unparsed(path: Path, spec: TableSpec, counts: dict[str, int]) -> None:
 
 
 def ingest_table(item: dict[str, Any]) -> dict[str, Any]:
-    """Ingest one table (a module-level function: it runs in executor workers)."""
+    """Read one table into ``item["staging"]`` (a module-level function: it runs in executor
+    workers); :func:`run` publishes what every table staged once all of them succeeded.
+
+    Returns the ``staged`` ``[new file, target]`` pairs (only files whose rows changed), the
+    changed shards and the counts of rows without a subject and of unreadable cells.
+    """
     spec = TABLES[item["table"]]
     path, out, shards = Path(item["path"]), Path(item["out"]), int(item["shards"])
+    staging = ensure_dir(Path(item["staging"]) / spec.name)
     lf = scan_table(path, spec, item["layout"], flag_unparsed=True)
     if spec.name not in SUBJECT_TABLES:  # an item dictionary: small, read whole
         try:
@@ -128,38 +132,45 @@ def ingest_table(item: dict[str, Any]) -> dict[str, Any]:
         except READ_ERRORS as exc:
             raise _unreadable(path, spec, exc) from None
         unparsed = unparsed_counts(spec, dict(table.group_by(UNPARSED).len().iter_rows()))
-        with atomic_path(out / f"{spec.name}.parquet") as tmp:
-            table.drop(UNPARSED).lazy().sink_parquet(tmp)  # the writer it always had
+        fresh, target = staging / f"{spec.name}.parquet", out / f"{spec.name}.parquet"
+        table.drop(UNPARSED).lazy().sink_parquet(fresh)  # the writer it always had
         _warn_unparsed(path, spec, unparsed)
         return {"table": spec.name, "changed_shards": [], "removed_no_subject": 0,
-                "unparsed": unparsed}
-    # the scratch folder is named so that, after a SIGKILL, the next run's sweep removes it
-    with staging_dir(out / spec.name) as staging:
-        try:
-            lf.with_columns(shard_expr(shards)).sink_parquet(
-                pl.PartitionBy(staging / "parts", key=["shard", UNPARSED], include_key=False,
-                               approximate_bytes_per_file=None)
-            )
-            changed = []
-            for shard, target in enumerate(shard_files(out, spec.name, shards)):
-                fresh = staging / target.name
-                _collect_partition(staging / "parts" / f"shard={shard}",
-                                   canonical_schema(spec), fresh)
-                if _replace_if_changed(fresh, target):
-                    changed.append(shard)
-            # rows whose subject_id is empty or not a number land in the null partition
-            no_subject = _count_rows(staging / "parts" / "shard=__HIVE_DEFAULT_PARTITION__")
-            unparsed = unparsed_counts(spec, _rows_by_mask(staging / "parts"))
-        except READ_ERRORS as exc:
-            raise _unreadable(path, spec, exc) from None
+                "unparsed": unparsed, "staged": [[str(fresh), str(target)]]}
+    try:
+        lf.with_columns(shard_expr(shards)).sink_parquet(
+            pl.PartitionBy(staging / "parts", key=["shard", UNPARSED], include_key=False,
+                           approximate_bytes_per_file=None)
+        )
+        changed, staged = [], []
+        for shard, target in enumerate(shard_files(out, spec.name, shards)):
+            fresh = staging / target.name
+            _collect_partition(staging / "parts" / f"shard={shard}", canonical_schema(spec),
+                               fresh)
+            if _keep_if_changed(fresh, target):
+                changed.append(shard)
+                staged.append([str(fresh), str(target)])
+        # rows whose subject_id is empty or not a number land in the null partition
+        no_subject = _count_rows(staging / "parts" / "shard=__HIVE_DEFAULT_PARTITION__")
+        unparsed = unparsed_counts(spec, _rows_by_mask(staging / "parts"))
+    except READ_ERRORS as exc:
+        raise _unreadable(path, spec, exc) from None
     _warn_unparsed(path, spec, unparsed)
     if no_subject:
         log.warning("%s: %d rows without a valid subject_id dropped", path, no_subject)
-    for stale in (out / spec.name).glob("shard_*.parquet"):
-        if int(stale.stem.split("_")[1]) >= shards:  # left over from a larger shard count
-            stale.unlink()
     return {"table": spec.name, "changed_shards": changed, "removed_no_subject": no_subject,
-            "unparsed": unparsed}
+            "unparsed": unparsed, "staged": staged}
+
+
+def _publish(results: list[dict[str, Any]], out: Path, shards: int) -> None:
+    """Move every staged file onto its target; drop shards beyond the shard count."""
+    for result in results:
+        for fresh, target in result["staged"]:
+            ensure_dir(Path(target).parent)
+            os.replace(fresh, target)
+        for stale in (out / result["table"]).glob("shard_*.parquet"):
+            if int(stale.stem.split("_")[1]) >= shards:  # left from a larger shard count
+                stale.unlink()
 
 
 def _count_rows(folder: Path) -> int:
@@ -218,14 +229,31 @@ def run(params: Any) -> dict[str, Any]:
             if previous.get(it["table"]) != it["fingerprint"]
             or not _outputs_present(out, it["table"], shards)]
     log.info("ingest_ehr: %s layout, %d tables, %d to (re)ingest", layout, len(items), len(todo))
-    mapped = map_items(ingest_table, todo, params.executor, names=[it["table"] for it in todo],
-                       desc="ingest_ehr tables", on_error="collect",
-                       threads=True)  # each table is one Polars streaming query
-    if mapped.failures:  # the file's own message, not the executor's summary of it
-        first = mapped.failures[0].error
-        raise DataError(first.split(": ", 1)[1] if first.startswith("DataError: ") else first)
-    results = [r for r in mapped.values if r]
-    _drop_vanished(out, {it["table"] for it in items})
+    # Every table is read into one scratch folder first and published only when all of them
+    # were read: a damaged file leaves every previous output as it was, never new admissions
+    # beside old labs. Publishing itself (renames) is marked, so a kill there is noticed.
+    with staging_dir(out) as staging:
+        for it in todo:
+            it["staging"] = str(staging)
+        mapped = map_items(ingest_table, todo, params.executor,
+                           names=[it["table"] for it in todo], desc="ingest_ehr tables",
+                           on_error="collect", threads=True)  # one streaming query per table
+        if mapped.failures:  # the file's own message, not the executor's summary of it
+            first = mapped.failures[0].error
+            raise DataError(first.split(": ", 1)[1] if first.startswith("DataError: ")
+                            else first)
+        results = [r for r in mapped.values if r]
+        with unfinished(out, "ingest_ehr"):
+            _publish(results, out, shards)
+            _drop_vanished(out, {it["table"] for it in items})
+            _save_state(out, layout, shards, items, results, previous_state)
+    changed = {r["table"]: r["changed_shards"] for r in results}
+    return {"layout": layout, "out": str(out), "tables": sorted(it["table"] for it in items),
+            "reingested": sorted(changed), "changed_shards": changed}
+
+
+def _save_state(out: Path, layout: str, shards: int, items: list[dict[str, Any]],
+                results: list[dict[str, Any]], previous_state: dict[str, Any]) -> None:
     present = {it["table"] for it in items}
     # a table not re-ingested keeps the counts of the run that read it
     dropped = dict(previous_state.get("removed_no_subject", {}))
@@ -238,6 +266,3 @@ def run(params: Any) -> dict[str, Any]:
         "removed_no_subject": {t: n for t, n in sorted(dropped.items()) if t in present},
         "unparsed": {t: n for t, n in sorted(unparsed.items()) if t in present and n},
     })
-    changed = {r["table"]: r["changed_shards"] for r in results}
-    return {"layout": layout, "out": str(out), "tables": sorted(it["table"] for it in items),
-            "reingested": sorted(changed), "changed_shards": changed}

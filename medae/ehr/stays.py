@@ -7,6 +7,7 @@ from typing import Any
 import polars as pl
 
 from medae.ehr.stay_checks import ambiguous_stays, screen_stays
+from medae.io import check_finished
 
 STAYS_SCHEMA = pl.Schema({"subject_id": pl.Int64, "hadm_id": pl.Int64, "stay_id": pl.Int64,
                           "intime": pl.Datetime("us"), "outtime": pl.Datetime("us")})
@@ -19,6 +20,7 @@ def load_stays(params: Any) -> pl.DataFrame | None:
     The stays ``featurize_ehr`` windows (:func:`~medae.ehr.stay_checks.screen_stays`): none
     without an intime or outtime, none under two subjects, duplicated or conflicting.
     """
+    check_finished(params.path(params.ingest_ehr.out), "ingest_ehr")
     folder = params.path(params.ingest_ehr.out) / "icustays"
     files = sorted(folder.glob("shard_*.parquet")) if folder.is_dir() else []
     if not files:

@@ -47,7 +47,14 @@ import pyarrow.parquet as pq
 
 from medae.errors import DataError, MedaeError, error_reason
 from medae.executor import usable_cores
-from medae.io import DIGESTS, atomic_dir, file_digests, read_state, write_json_atomic
+from medae.io import (
+    DIGESTS,
+    atomic_dir,
+    check_finished,
+    file_digests,
+    read_state,
+    write_json_atomic,
+)
 from medae.privacy.protection import Protection
 from medae.privacy.record_names import hide_record_file
 from medae.training.encode import EHR_PARTS, Frame, arrow_column, arrow_columns
@@ -481,6 +488,7 @@ def staged_export(modality: Modality, encoder: Encoder, ref: ModelRef, out_dir: 
     ``out_dir.parent/_manifest.json[out_dir.name]`` once published.
     """
     protection = protection or Protection()
+    check_finished(modality.windows)
     inputs = sorted(modality.windows.glob("*.parquet"))
     if not inputs:
         raise DataError(f"{modality.windows}: no window files for modality '{modality.name}'; "

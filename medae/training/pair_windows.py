@@ -38,7 +38,14 @@ import pyarrow.parquet as pq
 
 from medae.errors import DataError, error_reason
 from medae.executor import map_items
-from medae.io import DIGESTS, file_digests, per_file_cached, read_state, write_json_atomic
+from medae.io import (
+    DIGESTS,
+    check_finished,
+    file_digests,
+    per_file_cached,
+    read_state,
+    write_json_atomic,
+)
 from medae.privacy.record_names import hide_record_file
 from medae.training import paired_files, pairs, wave_reader
 
@@ -230,6 +237,7 @@ def pair_all(ehr_folder: Path, index: WaveIndex, out: Path, wave_only_file: Path
     """Pair every EHR window file of ``ehr_folder`` whose inputs changed into ``out`` (one
     paired file each, on ``executor``'s workers), drop the paired files of EHR files gone,
     and rebuild the wave-only rows in ``wave_only_file``."""
+    check_finished(ehr_folder, "featurize_ehr")
     ehr_files = sorted(Path(ehr_folder).glob("*.parquet"))
     if not ehr_files:
         raise DataError(f"{ehr_folder}: no *.parquet windows; run `medae run featurize_ehr`")

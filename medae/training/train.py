@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from medae.errors import DataError, error_reason
+from medae.io import check_finished
 from medae.models.config import Shape
 from medae.privacy.record_names import hide_record_files, record_file
 from medae.training import pairs
@@ -60,6 +61,7 @@ def data_version(files: list[Path]) -> str:
 
 
 def parquet_files(folder: Path, stage: str) -> list[Path]:
+    check_finished(folder, stage)
     files = sorted(folder.glob("*.parquet"))
     if not files:
         raise DataError(f"{folder}: no *.parquet windows; run `medae run {stage}` first")

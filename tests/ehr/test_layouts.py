@@ -187,6 +187,25 @@ def test_unreadable_gzip_is_an_error_naming_the_file(tmp_path, damage, problem):
         run_stage("ingest_ehr", params)
 
 
+def test_a_failed_ingest_publishes_no_table(tmp_path):
+    """New admissions beside a truncated chartevents: nothing is published, not even the
+    admissions that were read fine, so clean_ehr never sees new admissions beside old charts."""
+    source = mimic3_source(tmp_path / "mimic3")
+    params = ehr_params(tmp_path / "work", source, "ingest_ehr.shards=2")
+    run_stage("ingest_ehr", params)
+    raw = tmp_path / "work/raw"
+    before = {p: p.read_bytes() for p in sorted(raw.rglob("*")) if p.is_file()}
+    admissions = pl.read_csv(source / "ADMISSIONS.csv.gz", infer_schema=False)
+    write_csv(admissions.head(1), source / "ADMISSIONS.csv.gz")
+    events = source / "CHARTEVENTS.csv.gz"
+    events.write_bytes(events.read_bytes()[:-20])
+    with pytest.raises(DataError, match=r"CHARTEVENTS\.csv\.gz: .*unexpected end of file"):
+        run_stage("ingest_ehr", params)
+    after = {p: p.read_bytes() for p in sorted(raw.rglob("*")) if p.is_file()}
+    assert after == before
+    run_stage("clean_ehr", params)  # the previous, consistent tables
+
+
 def test_a_table_in_two_files_is_read_from_one_and_the_other_named(tmp_path, caplog):
     from medae.ehr.tables import TABLES, find_table
 

@@ -10,6 +10,10 @@ right before its 2nd rename (the moments outputs are published). After each kill
 - every output folder still reads as a whole with ``pl.scan_parquet(folder / "*.parquet")``
   and ``pl.scan_parquet(folder)`` (a stray temporary file would break consumers' globs);
 - re-running the stage gives outputs identical to an uninterrupted run from the same state.
+
+A stage that replaces its files one by one (EHR shards and parts) marks its folder unfinished
+while it does (``medae.io.unfinished``): a kill there leaves the mark, and the next stage
+refuses the folder (it would mix old and new files) until the stage is re-run.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from medae.io import UNFINISHED
 from tests.hardening import corpus, harness
 
 
@@ -33,6 +38,7 @@ class CrashStage:
     stage: str
     upstream: tuple[str, ...]  # run (not killed) after the change, before the stage
     more_kills: tuple[tuple[str, int], ...] = ()  # besides KILL_POINTS
+    downstream: str | None = None  # reads the outputs: must refuse them while marked unfinished
 
     def change_inputs(self, project: Path, physionet: Path) -> None:
         """Change the sources so that the stage has new outputs to write."""
@@ -47,9 +53,12 @@ class CrashStage:
 
 
 STAGES = [
-    CrashStage("ingest_ehr", ()),
-    CrashStage("clean_ehr", ("ingest_ehr",)),
-    CrashStage("featurize_ehr", ("ingest_ehr", "clean_ehr")),
+    # "after-mark" 2: the second rename once the folder is marked unfinished, i.e. with one
+    # file replaced and the others not yet
+    CrashStage("ingest_ehr", (), (("after-mark", 2),), downstream="clean_ehr"),
+    CrashStage("clean_ehr", ("ingest_ehr",), (("after-mark", 2),), downstream="featurize_ehr"),
+    CrashStage("featurize_ehr", ("ingest_ehr", "clean_ehr"), (("after-mark", 2),),
+               downstream="pair_windows"),
     CrashStage("catalog_waveforms", ()),
     CrashStage("window_waveforms", ("catalog_waveforms",)),
     # renames: its digest cache, then each part, then its fingerprints: the 3rd is a kill
@@ -60,17 +69,23 @@ STAGES = [
 
 
 # Runs the real CLI in-process after installing an audit hook that SIGKILLs the process at
-# the chosen point: just before its k-th rename (publishing a file or folder), or just after
-# it opened its k-th temporary file for writing (a half-written temporary exists).
+# the chosen point: just before its k-th rename (publishing a file or folder), just before its
+# k-th rename after it marked a folder unfinished, or just after it opened its k-th temporary
+# file for writing (a half-written temporary exists).
 KILLER = """
 import os, signal, sys
+from medae.io import UNFINISHED
 point, k = sys.argv[1], int(sys.argv[2])
 count = 0
+marked = False
 WRITE = os.O_WRONLY | os.O_RDWR
 
 def hook(event, args):
-    global count
-    if point == "rename" and event == "os.rename":
+    global count, marked
+    if point == "after-mark" and event == "os.rename" and str(args[1]).endswith(UNFINISHED):
+        marked = True
+        return
+    if event == "os.rename" and (point == "rename" or point == "after-mark" and marked):
         count += 1
     elif (point == "open-tmp" and event == "open" and ".tmp" in str(args[0])
           and isinstance(args[2], int) and args[2] & WRITE):
@@ -168,7 +183,7 @@ def test_sigkill_leaves_previous_outputs_and_rerun_converges(spec, valid_project
     expected = normalised(reference)
     assert expected != previous, "the change did not give the stage anything new to write"
 
-    killed = 0
+    killed = marks = 0
     for point, k in (*KILL_POINTS, *spec.more_kills):
         project = tmp_path / f"killed_{point}_{k}"
         shutil.copytree(prepared, project, symlinks=True)
@@ -176,9 +191,15 @@ def test_sigkill_leaves_previous_outputs_and_rerun_converges(spec, valid_project
             continue
         killed += 1
         after = normalised(project)
+        marked = [rel for rel in after if Path(rel).name == UNFINISHED]
         torn = sorted(rel for rel, digest in after.items()
-                      if digest not in (previous.get(rel), expected.get(rel)))
+                      if rel not in marked and digest not in (previous.get(rel), expected.get(rel)))
         assert not torn, f"kill at {point} {k}: outputs neither old nor new: {torn}"
+        if marked:
+            marks += 1
+            refused = harness.run_stage(project, spec.downstream)
+            assert refused.returncode == 1 and f"{spec.stage} did not finish its last run" in (
+                refused.stderr), f"kill at {point} {k}: {spec.downstream}: {refused.stderr[-800:]}"
         broken = scans - readable_scans(project)
         assert not broken, f"kill at {point} {k}: these no longer read as tables: {broken}"
         rerun = harness.run_stage(project, spec.stage)
@@ -190,3 +211,5 @@ def test_sigkill_leaves_previous_outputs_and_rerun_converges(spec, valid_project
         assert not broken, f"after the re-run these still do not read as tables: {broken}"
     assert killed >= 2 + len(spec.more_kills), (
         f"{spec.stage}: only {killed} kill points were reached")
+    if spec.downstream:  # a kill while it replaced files left the mark at least once
+        assert marks, f"{spec.stage}: no kill left its folder marked unfinished"
