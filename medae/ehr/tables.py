@@ -181,6 +181,8 @@ def describe_error(exc: BaseException) -> str:
     """
     text = error_reason(exc)
     lowered = text.lower()
+    if "gzip" in lowered and ("checksum" in lowered or "corrupt" in lowered):
+        return "damaged gzip data (checksum mismatch)"
     if "gzip" in lowered:
         return "not a gzip file"
     if "end of" in lowered or "ended before" in lowered or isinstance(exc, EOFError):
@@ -220,8 +222,15 @@ def resolve_columns(path: Path, header: list[str], spec: TableSpec,
 
 
 def _parse_datetime(expr: pl.Expr) -> pl.Expr:
+    """Parse MIMIC's date-times, and ISO 8601's ``T`` form (other exports write it).
+
+    >>> s = pl.Series(["2150-01-02 03:04:05", "2150-01-02T03:04:05.5", "2150-01-02", "x"])
+    >>> [str(t) for t in pl.select(_parse_datetime(pl.lit(s))).to_series()]
+    ['2150-01-02 03:04:05', '2150-01-02 03:04:05.500000', '2150-01-02 00:00:00', 'None']
+    """
+    text = expr.str.replace("T", " ", literal=True)  # one pass; no format list to try twice
     return pl.coalesce(
-        [expr.str.to_datetime(fmt, time_unit="us", strict=False) for fmt in DATETIME_FORMATS]
+        [text.str.to_datetime(fmt, time_unit="us", strict=False) for fmt in DATETIME_FORMATS]
     )
 
 
@@ -233,10 +242,15 @@ def _cast(name: str, source_dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
     if target == TIME and source_dtype == pl.String:
         return _parse_datetime(expr.str.strip_chars())
     if source_dtype == pl.String and target in (INT, FLOAT):
-        # MIMIC exports write integers as "12.0" now and then; go through float for those.
+        # MIMIC exports write integers as "12.0" now and then; go through float for those,
+        # but an id such as "10000032.7" is not an integer (truncated, it names someone else)
         cleaned = expr.str.strip_chars()
         as_float = cleaned.cast(pl.Float64, strict=False)
-        return as_float if target == FLOAT else as_float.cast(pl.Int64, strict=False)
+        if target == FLOAT:
+            return as_float
+        return pl.when(as_float == as_float.floor()).then(as_float.cast(pl.Int64, strict=False))
+    if target == INT and source_dtype.is_float():
+        return pl.when(expr == expr.floor()).then(expr.cast(pl.Int64, strict=False))
     return expr.cast(target, strict=False)
 
 

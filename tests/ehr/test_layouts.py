@@ -187,6 +187,31 @@ def test_unreadable_gzip_is_an_error_naming_the_file(tmp_path, damage, problem):
         run_stage("ingest_ehr", params)
 
 
+def test_iso_times_and_integral_floats_are_read_but_a_fractional_id_is_not(tmp_path):
+    """Other exports write ``2150-03-01T09:00:00`` and ``3.0``; ``3.5`` is no subject (cut to
+    3 it would name someone else): read as empty, counted, the row dropped at ingest."""
+    source = mimic3_source(tmp_path / "mimic3")
+    params = ehr_params(tmp_path / "plain", source)
+    run_stage("ingest_ehr", params)
+    plain = pl.read_parquet(tmp_path / "plain/raw/chartevents/*.parquet").sort("charttime",
+                                                                                "itemid")
+    events = pl.read_csv(source / "CHARTEVENTS.csv.gz", infer_schema=False)
+    write_csv(events.with_columns(pl.col("CHARTTIME").str.replace(" ", "T"),
+                                  SUBJECT_ID=pl.col("SUBJECT_ID") + ".0"),
+              source / "CHARTEVENTS.csv.gz")
+    labs = pl.read_csv(source / "LABEVENTS.csv", infer_schema=False)
+    write_csv(pl.concat([labs, labs.with_columns(SUBJECT_ID=pl.lit("3.5"))]),
+              source / "LABEVENTS.csv")
+    params = ehr_params(tmp_path / "iso", source)
+    run_stage("ingest_ehr", params)
+    iso = pl.read_parquet(tmp_path / "iso/raw/chartevents/*.parquet").sort("charttime", "itemid")
+    assert iso.equals(plain)
+    state = json.loads((tmp_path / "iso/raw/_fingerprints.json").read_text())
+    assert state["unparsed"] == {"labevents": {"subject_id": 1}}
+    assert state["removed_no_subject"]["labevents"] == 1
+    assert pl.read_parquet(tmp_path / "iso/raw/labevents/*.parquet")["subject_id"].to_list() == [3]
+
+
 def test_a_failed_ingest_publishes_no_table(tmp_path):
     """New admissions beside a truncated chartevents: nothing is published, not even the
     admissions that were read fine, so clean_ehr never sees new admissions beside old charts."""
