@@ -3,7 +3,9 @@
 Shipped as ``medae/resources/variables.yaml`` (see the header of that file for the fields).
 :func:`load_dictionary` validates it strictly: every variable has a canonical unit, a unit table
 that maps the canonical unit to itself, a four-bound range in order and a known aggregation;
-no itemid belongs to two variables.
+no itemid belongs to two variables. Any mistake in the file (not found, not YAML, a value of the
+wrong type) is a :class:`~medae.errors.ConfigError` naming the file, the variable and the key,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from medae.errors import ConfigError
+from medae.errors import ConfigError, error_reason
 
 AGGREGATIONS = ("mean", "sum", "last", "min", "max")
 ITEMID_SOURCES = ("mimic4", "carevue", "metavision")
@@ -90,31 +93,96 @@ def _fail(path: str, name: str, problem: str) -> ConfigError:
     return ConfigError(f"{path}: variable '{name}': {problem}")
 
 
-def _parse_variable(raw: dict[str, Any], path: str) -> Variable:
-    name = str(raw.get("name", "?"))
-    for key in ("code", "unit", "units", "itemids", "range"):
-        if not raw.get(key):
+class _Schema(BaseModel):
+    """Types of one part of the dictionary file; numbers may be written where text is."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
+
+
+class _ItemIds(_Schema):
+    mimic4: list[int] | None = None
+    carevue: list[int] | None = None
+    metavision: list[int] | None = None
+
+
+class _ValueRule(_Schema):
+    above: float | None = None
+    at_most: float | None = None
+    scale: float
+
+
+class _Entry(_Schema):
+    name: str
+    code: str
+    description: str | None = None
+    unit: str
+    units: dict[str, tuple[float, float]]
+    itemids: _ItemIds
+    range: list[float]
+    agg: Literal[AGGREGATIONS] = "mean"  # type: ignore[valid-type]
+    comparison: bool = False
+    item_units: dict[int, str] | None = None
+    value_rules: list[_ValueRule] | None = None
+
+
+class _File(_Schema):
+    version: int = 0
+    variables: list[Any] | None = None
+
+
+def _key(loc: tuple[str | int, ...]) -> str:
+    """A pydantic error location as the key path a user reads in the file.
+
+    >>> _key(("units", "bpm", 0)), _key(("item_units", "2x", "[key]"))
+    ('units.bpm[0]', 'item_units.2x')
+    """
+    text = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def _problem(exc: ValidationError) -> str:
+    """The first validation error as ``key 'units.bpm[0]': <why>``, without the input value
+    (``Input should be a valid number``: pydantic's messages do not quote it)."""
+    err = exc.errors()[0]
+    if err["type"] == "missing":
+        return f"missing '{_key(err['loc'])}'"
+    why = {"model_type": "expected a mapping (key: value)", "dict_type": "expected a mapping "
+           "(key: value)", "list_type": "expected a list"}.get(err["type"], err["msg"])
+    return f"key '{_key(err['loc'])}': {why}"
+
+
+def _parse_variable(raw: Any, index: int, path: str) -> Variable:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: variables[{index}]: expected a mapping (name: ..., code: ...)")
+    name = str(raw.get("name") or f"#{index + 1}")
+    for key in ("name", "code", "unit", "units", "itemids", "range"):
+        if raw.get(key) in (None, "", [], {}):
             raise _fail(path, name, f"missing '{key}'")
-    units = {normalize_unit(str(k)): (float(v[0]), float(v[1])) for k, v in raw["units"].items()}
-    if units.get(normalize_unit(raw["unit"]) or "") != (1.0, 0.0):
-        raise _fail(path, name, f"units must map the canonical unit '{raw['unit']}' to [1, 0]")
-    bounds = tuple(float(b) for b in raw["range"])
+    try:
+        entry = _Entry.model_validate(raw)
+    except ValidationError as exc:
+        raise _fail(path, name, _problem(exc)) from None
+    units = {normalize_unit(k): v for k, v in entry.units.items()}
+    if units.get(normalize_unit(entry.unit) or "") != (1.0, 0.0):
+        raise _fail(path, name, f"units must map the canonical unit '{entry.unit}' to [1, 0]")
+    bounds = tuple(entry.range)
     if len(bounds) != 4 or list(bounds) != sorted(bounds):
         raise _fail(path, name, "range must be [outlier_low, valid_low, valid_high, "
                     "outlier_high] in increasing order")
-    agg = raw.get("agg", "mean")
-    if agg not in AGGREGATIONS:
-        raise _fail(path, name, f"agg '{agg}' is not one of {', '.join(AGGREGATIONS)}")
-    itemids = {src: tuple(int(i) for i in raw["itemids"].get(src) or ()) for src in ITEMID_SOURCES}
-    item_units = {int(k): normalize_unit(str(v)) for k, v in (raw.get("item_units") or {}).items()}
+    itemids = {src: tuple(getattr(entry.itemids, src) or ()) for src in ITEMID_SOURCES}
+    item_units = {k: normalize_unit(v) for k, v in (entry.item_units or {}).items()}
     for item, unit in item_units.items():
         if unit not in units:
             raise _fail(path, name, f"item_units {item}: unit '{unit}' has no conversion")
     return Variable(
-        name=name, code=str(raw["code"]), description=str(raw.get("description", name)),
-        unit=str(raw["unit"]), units=units, itemids=itemids, range=bounds,  # type: ignore[arg-type]
-        agg=agg, comparison=bool(raw.get("comparison", False)), item_units=item_units,
-        value_rules=tuple(dict(r) for r in raw.get("value_rules") or ()),
+        name=entry.name, code=entry.code, description=entry.description or entry.name,
+        unit=entry.unit, units=units, itemids=itemids, range=bounds,  # type: ignore[arg-type]
+        agg=entry.agg, comparison=entry.comparison, item_units=item_units,
+        value_rules=tuple(r.model_dump(exclude_none=True) for r in entry.value_rules or ()),
     )
 
 
@@ -135,6 +203,43 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _LOADED: dict[tuple[str, str], Dictionary] = {}  # (where, content digest) -> parsed
 
 
+def _at(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What the YAML parser found and where (1-based), without the text it quotes.
+
+    >>> try:
+    ...     yaml.load("a: {b: 1\\nc: 2\\n", Loader=_YAML_LOADER)
+    ... except yaml.YAMLError as exc:
+    ...     print("why:", _yaml_problem(exc))  # doctest: +ELLIPSIS
+    why: ...expected ',' or '}'... (while parsing a flow mapping started at line 1, column 4)
+    """
+    why = getattr(exc, "problem", None) or type(exc).__name__
+    mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context", None)
+    text = f"{why} at {_at(mark)}" if mark else why
+    start = getattr(exc, "context_mark", None)
+    if context and start:
+        text += f" ({context} started at {_at(start)})"
+    return text
+
+
+def _read_top(text: str, where: str) -> _File:
+    """The YAML document's top level: ``version`` and the list of ``variables``."""
+    try:
+        data = yaml.load(text, Loader=_YAML_LOADER) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {_yaml_problem(exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with 'version' and 'variables' "
+                          "at the top level")
+    try:
+        return _File.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_problem(exc)}") from None
+
+
 def load_dictionary(path: str | Path | None = None) -> Dictionary:
     """Load and validate the dictionary (the packaged one when ``path`` is None).
 
@@ -146,17 +251,24 @@ def load_dictionary(path: str | Path | None = None) -> Dictionary:
         ref = resources.files("medae") / "resources" / "variables.yaml"
         text, where = ref.read_text(encoding="utf-8"), "medae/resources/variables.yaml"
     else:
-        text, where = Path(path).read_text(encoding="utf-8"), str(path)
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: variable dictionary not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read the variable dictionary "
+                              f"({error_reason(exc, typed=True)})") from None
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     cached = _LOADED.get((where, digest))
     if cached is not None:  # every shard of a stage loads it; the result is immutable
         return cached
-    data = yaml.load(text, Loader=_YAML_LOADER) or {}
-    variables = [_parse_variable(raw, where) for raw in data.get("variables") or []]
+    top = _read_top(text, where)
+    variables = [_parse_variable(raw, i, where) for i, raw in enumerate(top.variables or [])]
     if not variables:
         raise ConfigError(f"{where}: no variables")
     _check_unique(variables, where)
-    loaded = Dictionary(tuple(variables), int(data.get("version", 0)), digest, where)
+    loaded = Dictionary(tuple(variables), top.version, digest, where)
     _LOADED[(where, digest)] = loaded
     return loaded
 
