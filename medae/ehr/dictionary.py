@@ -4,12 +4,14 @@ Shipped as ``medae/resources/variables.yaml`` (see the header of that file for t
 :func:`load_dictionary` validates it strictly: every variable has a canonical unit, a unit table
 that maps the canonical unit to itself, a four-bound range in order and a known aggregation;
 no itemid belongs to two variables. Any mistake in the file (not found, not YAML, a value of the
-wrong type) is a :class:`~medae.errors.ConfigError` naming the file, the variable and the key,
-never a traceback.
+wrong type, an unknown or repeated key, more than one value rule) is a
+:class:`~medae.errors.ConfigError` naming the file, the variable and the key, never a traceback
+and never a silently different dictionary.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -18,7 +20,7 @@ from typing import Any, Literal
 
 import polars as pl
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medae.errors import ConfigError, error_reason
 
@@ -94,9 +96,10 @@ def _fail(path: str, name: str, problem: str) -> ConfigError:
 
 
 class _Schema(BaseModel):
-    """Types of one part of the dictionary file; numbers may be written where text is."""
+    """Types of one part of the dictionary file, unknown keys refused (like params.yaml's);
+    numbers may be written where text is."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class _ItemIds(_Schema):
@@ -108,7 +111,13 @@ class _ItemIds(_Schema):
 class _ValueRule(_Schema):
     above: float | None = None
     at_most: float | None = None
-    scale: float
+    scale: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> _ValueRule:
+        if (self.above is None) == (self.at_most is None):
+            raise ValueError("a rule has exactly one of 'above' or 'at_most', and a 'scale'")
+        return self
 
 
 class _Entry(_Schema):
@@ -122,7 +131,9 @@ class _Entry(_Schema):
     agg: Literal[AGGREGATIONS] = "mean"  # type: ignore[valid-type]
     comparison: bool = False
     item_units: dict[int, str] | None = None
-    value_rules: list[_ValueRule] | None = None
+    # One rule: clean_ehr applies one threshold and one scale per variable; two rules would
+    # also overlap or chain (which first?), so more than one is refused, not half applied.
+    value_rules: list[_ValueRule] | None = Field(default=None, max_length=1)
 
 
 class _File(_Schema):
@@ -144,14 +155,44 @@ def _key(loc: tuple[str | int, ...]) -> str:
     return text
 
 
-def _problem(exc: ValidationError) -> str:
+# What a key's parent holds, for "did you mean": the part of the file each model reads.
+_PARTS: dict[str, type[BaseModel]] = {"itemids": _ItemIds, "value_rules": _ValueRule}
+# Names people write for a key (featurize_ehr calls it "aggregations").
+_SYNONYMS = {"aggregation": "agg", "aggregations": "agg"}
+
+
+def _unknown_key(loc: tuple[str | int, ...], schema: type[BaseModel]) -> str:
+    """``unknown key 'x'`` with the closest known key of the same mapping.
+
+    >>> _unknown_key(("agregation",), _Entry)
+    "unknown key 'agregation' (did you mean 'agg'?)"
+    >>> _unknown_key(("itemids", "mimic"), _Entry)
+    "unknown key 'itemids.mimic' (did you mean 'mimic4'?)"
+    >>> _unknown_key(("colour",), _File)
+    "unknown key 'colour' (known: version, variables)"
+    """
+    parents = [p for p in loc[:-1] if isinstance(p, str)]
+    known = list((_PARTS[parents[-1]] if parents else schema).model_fields)
+    candidates = known + [s for s, k in _SYNONYMS.items() if k in known]
+    close = difflib.get_close_matches(str(loc[-1]), candidates, n=1, cutoff=0.6)
+    hint = (f"did you mean '{_SYNONYMS.get(close[0], close[0])}'?" if close
+            else f"known: {', '.join(known)}")
+    return f"unknown key '{_key(loc)}' ({hint})"
+
+
+def _problem(exc: ValidationError, schema: type[BaseModel]) -> str:
     """The first validation error as ``key 'units.bpm[0]': <why>``, without the input value
     (``Input should be a valid number``: pydantic's messages do not quote it)."""
     err = exc.errors()[0]
     if err["type"] == "missing":
         return f"missing '{_key(err['loc'])}'"
+    if err["type"] == "extra_forbidden":
+        return _unknown_key(err["loc"], schema)
     why = {"model_type": "expected a mapping (key: value)", "dict_type": "expected a mapping "
-           "(key: value)", "list_type": "expected a list"}.get(err["type"], err["msg"])
+           "(key: value)", "list_type": "expected a list",
+           "value_error": str(err.get("ctx", {}).get("error")),
+           "too_long": "one rule per variable (a threshold and a scale), not "
+                       f"{err.get('ctx', {}).get('actual_length')}"}.get(err["type"], err["msg"])
     return f"key '{_key(err['loc'])}': {why}"
 
 
@@ -165,8 +206,15 @@ def _parse_variable(raw: Any, index: int, path: str) -> Variable:
     try:
         entry = _Entry.model_validate(raw)
     except ValidationError as exc:
-        raise _fail(path, name, _problem(exc)) from None
-    units = {normalize_unit(k): v for k, v in entry.units.items()}
+        raise _fail(path, name, _problem(exc, _Entry)) from None
+    units: dict[str | None, tuple[float, float]] = {}
+    for spelling, conversion in entry.units.items():
+        unit = normalize_unit(spelling)
+        if unit is None or unit in units:
+            raise _fail(path, name, f"units '{spelling}': " + (
+                "an empty unit" if unit is None else f"the same unit as another key once "
+                f"normalised ('{unit}'): write each unit once"))
+        units[unit] = conversion
     if units.get(normalize_unit(entry.unit) or "") != (1.0, 0.0):
         raise _fail(path, name, f"units must map the canonical unit '{entry.unit}' to [1, 0]")
     bounds = tuple(entry.range)
@@ -175,9 +223,12 @@ def _parse_variable(raw: Any, index: int, path: str) -> Variable:
                     "outlier_high] in increasing order")
     itemids = {src: tuple(getattr(entry.itemids, src) or ()) for src in ITEMID_SOURCES}
     item_units = {k: normalize_unit(v) for k, v in (entry.item_units or {}).items()}
+    mapped = {i for ids in itemids.values() for i in ids}
     for item, unit in item_units.items():
         if unit not in units:
             raise _fail(path, name, f"item_units {item}: unit '{unit}' has no conversion")
+        if item not in mapped:
+            raise _fail(path, name, f"item_units {item}: not one of the variable's itemids")
     return Variable(
         name=entry.name, code=entry.code, description=entry.description or entry.name,
         unit=entry.unit, units=units, itemids=itemids, range=bounds,  # type: ignore[arg-type]
@@ -199,7 +250,26 @@ def _check_unique(variables: list[Variable], path: str) -> None:
 
 
 # libyaml's parser when PyYAML was built with it: about 10x faster than the pure-Python one
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_BASE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_YAML_BASE):  # type: ignore[misc,valid-type]
+    """The safe loader, refusing a key written twice in one mapping (YAML keeps the last one
+    silently: a second ``agg:`` or ``value_rules:`` of an entry would replace the first)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: list[Any] = []
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found the key '{key}' twice", key_node.start_mark)
+            seen.append(key)
+        return super().construct_mapping(node, deep)
+
+
+_YAML_LOADER = _UniqueKeyLoader
 _LOADED: dict[tuple[str, str], Dictionary] = {}  # (where, content digest) -> parsed
 
 
@@ -237,7 +307,7 @@ def _read_top(text: str, where: str) -> _File:
     try:
         return _File.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_problem(exc)}") from None
+        raise ConfigError(f"{where}: {_problem(exc, _File)}") from None
 
 
 def load_dictionary(path: str | Path | None = None) -> Dictionary:

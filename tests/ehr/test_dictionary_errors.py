@@ -78,3 +78,58 @@ def test_messages_do_not_quote_the_values(tmp_path):
     entry = HR.replace("range: [0, 0, 350, 390]", "range: [0, 0, 350, secret9]")
     message = _refused(_dictionary(tmp_path, entry), "key 'range[3]'")
     assert not re.search("secret9", message)
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    (HR + ", agregation: max", "unknown key 'agregation' (did you mean 'agg'?)"),
+    (HR + ", valu_rules: [{above: 1, scale: 2}]", "unknown key 'valu_rules' (did you mean "
+                                                   "'value_rules'?)"),
+    (HR.replace("mimic4:", "mimic:"), "unknown key 'itemids.mimic' (did you mean 'mimic4'?)"),
+    (HR + ", value_rules: [{abov: 1, scale: 2}]", "unknown key 'value_rules[0].abov' (did you "
+                                                   "mean 'above'?)"),
+    (HR + ", colour: red", "unknown key 'colour' (known: name, code, description"),
+])
+def test_an_unknown_key_is_refused_with_the_closest_known_one(tmp_path, entry, expected):
+    _refused(_dictionary(tmp_path, entry), f"variable 'heart_rate': {expected}")
+
+
+def test_an_unknown_top_level_key_is_refused(tmp_path):
+    _refused(_dictionary(tmp_path, HR, head="versoin: 1\n"),
+             "unknown key 'versoin' (did you mean 'version'?)")
+
+
+def test_a_key_written_twice_is_refused(tmp_path):
+    path = _dictionary(tmp_path, HR + ", agg: max,\n     agg: mean")
+    _refused(path, "found the key 'agg' twice at line 4")
+
+
+def test_more_than_one_value_rule_is_refused(tmp_path):
+    # clean_ehr applies one threshold and one scale per variable: a second rule was ignored
+    entry = HR + ", value_rules: [{above: 1, scale: 0.01}, {at_most: 0.1, scale: 10}]"
+    _refused(_dictionary(tmp_path, entry), "variable 'heart_rate': key 'value_rules': "
+             "one rule per variable")
+
+
+@pytest.mark.parametrize(("rule", "why"), [
+    ("{above: 1, at_most: 0.5, scale: 2}", "exactly one of 'above' or 'at_most'"),
+    ("{scale: 2}", "exactly one of 'above' or 'at_most'"),
+    ("{above: 1}", "missing 'value_rules[0].scale'"),
+    ("{above: 1, scale: 0}", "key 'value_rules[0].scale'"),
+])
+def test_a_value_rule_needs_one_threshold_and_a_scale(tmp_path, rule, why):
+    _refused(_dictionary(tmp_path, HR + f", value_rules: [{rule}]"), "variable 'heart_rate'", why)
+
+
+def test_the_one_value_rule_is_kept(tmp_path):
+    loaded = load_dictionary(_dictionary(tmp_path, HR + ", value_rules: [{above: 1, scale: 2}]"))
+    assert loaded.variables[0].value_rules == ({"above": 1.0, "scale": 2.0},)
+
+
+def test_two_spellings_of_one_unit_are_refused(tmp_path):
+    entry = HR.replace("bpm: [1, 0]", "bpm: [1, 0], BPM: [2, 0]")
+    _refused(_dictionary(tmp_path, entry), "units 'BPM': the same unit as another key")
+
+
+def test_item_units_of_an_itemid_the_variable_does_not_map_are_refused(tmp_path):
+    _refused(_dictionary(tmp_path, HR + ", item_units: {220046: bpm}"),
+             "item_units 220046: not one of the variable's itemids")
