@@ -1,5 +1,6 @@
-"""Mistakes in a custom variable dictionary: one ConfigError (exit 2) naming the file, the
-variable and the key, never a traceback and never a silently different dictionary."""
+"""Mistakes in clean_ehr's configuration: in a custom variable dictionary, one ConfigError
+(exit 2) naming the file, the variable and the key, never a traceback and never a silently
+different dictionary; split fractions that do not fit, refused with the params."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 
 import pytest
 
+from medae.config import load_params
 from medae.ehr.dictionary import load_dictionary
 from medae.errors import ConfigError
 
@@ -133,3 +135,24 @@ def test_two_spellings_of_one_unit_are_refused(tmp_path):
 def test_item_units_of_an_itemid_the_variable_does_not_map_are_refused(tmp_path):
     _refused(_dictionary(tmp_path, HR + ", item_units: {220046: bpm}"),
              "item_units 220046: not one of the variable's itemids")
+
+
+@pytest.mark.parametrize("sets", [
+    ["clean_ehr.train_fraction=0.9", "clean_ehr.tuning_fraction=0.2"],
+    ["clean_ehr.tuning_fraction=0.5"],  # with the default train_fraction 0.8
+])
+def test_split_fractions_adding_to_more_than_one_are_refused(sets):
+    # they gave train 90%, tuning 10% and no held_out, without a word
+    with pytest.raises(ConfigError) as info:
+        load_params(None, sets)
+    assert info.value.exit_code == 2
+    message = str(info.value)
+    assert "clean_ehr.train_fraction" in message and "clean_ehr.tuning_fraction" in message
+    assert "more than 1" in message and sets[-1] in message
+
+
+@pytest.mark.parametrize(("train", "tuning"), [(0.7, 0.3), (0.8, 0.1), (0.9, 0.0)])
+def test_split_fractions_up_to_one_are_accepted(train, tuning):
+    params = load_params(None, [f"clean_ehr.train_fraction={train}",
+                                f"clean_ehr.tuning_fraction={tuning}"])
+    assert (params.clean_ehr.train_fraction, params.clean_ehr.tuning_fraction) == (train, tuning)
