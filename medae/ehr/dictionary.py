@@ -64,15 +64,30 @@ class Dictionary:
         return {v.code: v for v in self.variables}
 
 
+# Characters folded when unit strings are matched: degree signs dropped; the micro sign (U+00B5)
+# and the Greek mu (U+03BC; also what a capital mu, U+039C, lowers to) read as "u", the way
+# MIMIC writes micro ("umol/L"). One table for both twins below, so they cannot drift.
+_UNIT_FOLD = {"°": "", "\u00b5": "u", "\u03bc": "u"}
+# Part of every dictionary's digest, which clean_ehr's shard fingerprints carry: bump it when
+# the same file comes to mean something else (how unit strings match), so shards cleaned under
+# the old reading are recomputed. 2: micro signs fold to "u".
+_READING_VERSION = 2
+
+
 def normalize_unit(unit: str | None) -> str | None:
-    """The form unit strings are matched in: lower case, no spaces, no degree markers.
+    """The form unit strings are matched in: lower case, no spaces, no degree markers, micro as
+    ``u``.
 
     >>> [normalize_unit(u) for u in ["mm Hg", "°F", "Deg. F", "  ", None, "mEq/L"]]
     ['mmhg', 'f', 'f', None, None, 'meq/l']
+    >>> [normalize_unit(u) for u in ["\u00b5mol/L", "\u03bcmol/L", "\u039cMOL/L", "umol/L"]]
+    ['umol/l', 'umol/l', 'umol/l', 'umol/l']
     """
     if unit is None:
         return None
-    text = "".join(unit.split()).lower().replace("°", "")
+    text = "".join(unit.split()).lower()
+    for sign, replacement in _UNIT_FOLD.items():
+        text = text.replace(sign, replacement)
     for prefix in ("deg.", "deg"):
         if text.startswith(prefix) and len(text) > len(prefix):
             text = text[len(prefix):]
@@ -82,11 +97,12 @@ def normalize_unit(unit: str | None) -> str | None:
 def normalize_unit_expr(expr: pl.Expr) -> pl.Expr:
     """Polars twin of :func:`normalize_unit` for a column of unit strings.
 
-    >>> s = pl.Series(["mm Hg", "°F", "Deg. F", "  ", None, "mEq/L"])
+    >>> s = pl.Series(["mm Hg", "°F", "Deg. F", "  ", None, "mEq/L", "\u00b5mol/L", "\u03bcmol/L"])
     >>> pl.select(normalize_unit_expr(pl.lit(s))).to_series().to_list()
-    ['mmhg', 'f', 'f', None, None, 'meq/l']
+    ['mmhg', 'f', 'f', None, None, 'meq/l', 'umol/l', 'umol/l']
     """
-    text = expr.str.replace_all(r"\s+", "").str.to_lowercase().str.replace_all("°", "")
+    text = expr.str.replace_all(r"\s+", "").str.to_lowercase()
+    text = text.str.replace_many(list(_UNIT_FOLD), list(_UNIT_FOLD.values()))
     text = text.str.replace(r"^deg\.?(.)", "$1")
     return pl.when(text.str.len_chars() > 0).then(text).otherwise(None)
 
@@ -329,7 +345,7 @@ def load_dictionary(path: str | Path | None = None) -> Dictionary:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{where}: cannot read the variable dictionary "
                               f"({error_reason(exc, typed=True)})") from None
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{_READING_VERSION}\n{text}".encode()).hexdigest()[:16]
     cached = _LOADED.get((where, digest))
     if cached is not None:  # every shard of a stage loads it; the result is immutable
         return cached
