@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medae.config_base import Section
 
@@ -26,6 +26,8 @@ class CleanEhr(Section):
     ``max_event_time``: events later than this are counted as ``time_in_future`` in the DQ
     report (kept in the store); null = the latest ``admissions.dischtime`` of the source, so
     the count never depends on the wall clock (MIMIC dates are shifted into 2100-2200).
+
+    ``train_fraction`` + ``tuning_fraction`` may be at most 1; the rest is ``held_out``.
     """
 
     out: str = "data/interim/meds"
@@ -36,6 +38,16 @@ class CleanEhr(Section):
     train_fraction: float = Field(default=0.8, gt=0, lt=1)
     tuning_fraction: float = Field(default=0.1, ge=0, lt=1)
     max_event_time: datetime | None = None
+
+    @model_validator(mode="after")
+    def _splits_fit(self) -> "CleanEhr":
+        # Beyond 1 the splits silently shrank tuning and dropped held_out (1e-9: 0.7 + 0.3)
+        if self.train_fraction + self.tuning_fraction > 1 + 1e-9:
+            raise ValueError(
+                f"clean_ehr.train_fraction ({self.train_fraction}) + clean_ehr.tuning_fraction "
+                f"({self.tuning_fraction}) add up to more than 1; the rest of the subjects is "
+                "held_out, so together they may be at most 1")
+        return self
 
 
 class FeaturizeEhr(Section):

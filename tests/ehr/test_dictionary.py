@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import yaml
 
-from medae.ehr.dictionary import load_dictionary, normalize_unit
+from medae.ehr.dictionary import load_dictionary, normalize_unit, normalize_unit_expr
 from medae.ehr.events import apply_dictionary, assign_stays, sort_and_flag_duplicates
 from medae.errors import ConfigError
 
@@ -52,6 +52,29 @@ def test_itemid_in_two_variables_is_rejected(tmp_path):
 def test_unit_normalisation():
     assert normalize_unit("Deg. F") == normalize_unit("°F") == "f"
     assert normalize_unit("mm Hg") == normalize_unit("mmHg") == "mmhg"
+    # the micro sign (U+00B5) and the Greek mu (U+03BC, capital U+039C) are MIMIC's "u"
+    assert (normalize_unit("\u00b5mol/L") == normalize_unit("\u03bcmol/L")
+            == normalize_unit("\u039cMOL/L") == normalize_unit("umol/L") == "umol/l")
+
+
+UNIT_SPELLINGS = ["mm Hg", "mmHg", "MMHG", "°F", "Deg. F", "deg F", "degC", "deg", "deg.",
+                  "°", "  ", "", None, "mEq/L", "\u00b5mol/L", "\u03bcmol/L", "\u039cMOL/L",
+                  "\u00b5g/dL", "ng/\u00b5L", "K/\u03bcL", "x10E3/\u00b5L", "10^9/L", "%"]
+
+
+def test_a_new_reading_of_the_same_file_changes_its_digest(monkeypatch):
+    # clean_ehr's shard fingerprints carry the digest: shards cleaned when micro signs were
+    # unknown units are recomputed, not kept
+    from medae.ehr import dictionary
+
+    before = load_dictionary().digest
+    monkeypatch.setattr(dictionary, "_READING_VERSION", dictionary._READING_VERSION + 1)
+    assert load_dictionary().digest != before
+
+
+def test_the_polars_twin_normalises_units_like_the_python_one():
+    polars = pl.select(normalize_unit_expr(pl.lit(pl.Series(UNIT_SPELLINGS, dtype=pl.String))))
+    assert polars.to_series().to_list() == [normalize_unit(u) for u in UNIT_SPELLINGS]
 
 
 # itemid, value text, valuenum, unit -> expected code, numeric value, flags
@@ -74,6 +97,9 @@ GOLDEN = [
     (223762, "20", 20.0, "°C", "VITAL//TEMPERATURE", 26.0, "clipped"),
     (223762, "10", 10.0, "°C", "VITAL//TEMPERATURE", None, "outlier"),
     (50912, "1.2", 1.2, "furlongs", "LAB//CREATININE", None, "unknown_unit"),
+    # micro written as the micro sign or the Greek mu is the dictionary's umol/l
+    (50912, "88.4", 88.4, "\u00b5mol/L", "LAB//CREATININE", 1.0, "converted"),
+    (50912, "176.8", 176.8, "\u03bcmol/L", "LAB//CREATININE", 2.0, "converted"),
     # comparisons parsed only where the dictionary allows; other text kept as text
     (51003, "<0.01", None, "ng/mL", "LAB//TROPONIN_T", 0.01, ""),
     (50912, "<0.1", None, "mg/dL", "LAB//CREATININE", None, "text"),
