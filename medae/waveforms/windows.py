@@ -609,7 +609,15 @@ def run(params) -> dict[str, Any]:
         log.warning("window_waveforms: %d records quarantined (%s); their paths and reasons "
                     "are in %s", len(failed), ", ".join(sorted(failed, key=_row_number)),
                     report_file)
-    _remove_stale(out, params.path(cfg.beats_out), set(catalog["record_name"].to_list()))
+    # A failed record's earlier outputs go too: later stages would read them as current.
+    # Removed before the fingerprints and report are published, so a kill in between leaves
+    # the record to be redone, never stale files beside a report that calls them current.
+    failed_names = {name for name, _, _, label, _ in todo if label in failed}
+    removed = _remove_outputs(out, params.path(cfg.beats_out),
+                              set(catalog["record_name"].to_list()) - failed_names)
+    for name in failed_names:
+        if removed.get(name):
+            records[name]["outputs_removed"] = removed[name]
     write_json_atomic(out / FINGERPRINTS, dict(sorted(prints.items())))
     totals = _totals(records)
     head = {"stage": "window_waveforms", "totals": totals}
@@ -638,15 +646,26 @@ def _totals(records: dict[str, Any]) -> dict[str, Any]:
                 bool(r.get("data_longer_than_header")) for r in records.values())}
 
 
-def _remove_stale(out: Path, beats_out: Path, names: set[str]) -> None:
-    """Delete outputs of records that are no longer in the catalog."""
-    removed = 0
+def _remove_outputs(out: Path, beats_out: Path, keep: set[str]) -> Counter:
+    """Delete the window and beat files of every record not in ``keep`` (records no longer
+    catalogued, and records that failed this run); returns the files removed per record.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for name in ("a", "b"):
+    ...     _ = (folder / f"{name}.parquet").write_bytes(b"")
+    >>> dict(_remove_outputs(folder, folder / "beats", {"a"})), sorted(folder.iterdir())[0].name
+    ({'b': 1}, 'a.parquet')
+    """
+    removed: Counter = Counter()
     for folder in (out, beats_out):
         if not folder.is_dir():
             continue
-        for file in folder.glob("*.parquet"):
-            if file.stem not in names:
+        for file in sorted(folder.glob("*.parquet")):
+            if file.stem not in keep:
                 file.unlink()
-                removed += 1
+                removed[file.stem] += 1
     if removed:  # counted, not named: record names embed subject ids
-        log.info("removed %d output files of records no longer catalogued", removed)
+        log.info("removed %d output files of records not catalogued or failed",
+                 sum(removed.values()))
+    return removed

@@ -3,6 +3,7 @@ quarantine reason, never a silent result; failures hide the record's identity fr
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -112,3 +113,29 @@ def test_catalog_logs_quarantined_records_by_row(physionet, tmp_path, make_wf_pa
     assert "10012853" not in caplog.text
     assert "quarantined record (row 0 of " in caplog.text
     assert "<record>.hea: sampling frequency 'fast' is not a number" in caplog.text
+
+
+def test_failed_record_loses_its_earlier_outputs(physionet, tmp_path, make_wf_params):
+    """A record that fails keeps no window or beat file from an earlier run: later stages
+    (pair_windows, training) would read them as its current output."""
+    from medae.waveforms import catalog
+
+    src = tmp_path / "src"
+    rec1 = mitdb_copy(physionet, src, "rec1")
+    mitdb_copy(physionet, src, "rec2")
+    params = make_wf_params(src, tmp_path / "out")
+    catalog.run(params)
+    windows.run(params)
+    out, beats = (params.path(params.window_waveforms.out),
+                  params.path(params.window_waveforms.beats_out))
+    assert (out / "rec1.parquet").exists() and (beats / "rec1.parquet").exists()
+    with open(rec1.with_suffix(".dat"), "r+b") as fh:
+        fh.truncate(1000)
+    catalog.run(params)
+    summary = windows.run(params)
+    assert (summary["records_failed"], summary["processed"]) == (1, 0)
+    assert sorted(f.name for f in out.glob("*.parquet")) == ["rec2.parquet"]
+    assert sorted(f.name for f in beats.glob("*.parquet")) == ["rec2.parquet"]
+    report = json.loads(params.path(params.window_waveforms.report).read_text())
+    assert report["records"]["rec1"]["outputs_removed"] == 2
+    assert "rec1" not in json.loads((out / "_fingerprints.json").read_text())
