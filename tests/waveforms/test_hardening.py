@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -139,3 +140,63 @@ def test_failed_record_loses_its_earlier_outputs(physionet, tmp_path, make_wf_pa
     report = json.loads(params.path(params.window_waveforms.report).read_text())
     assert report["records"]["rec1"]["outputs_removed"] == 2
     assert "rec1" not in json.loads((out / "_fingerprints.json").read_text())
+
+
+def lead_record(folder: Path, name: str, digital: np.ndarray) -> Path:
+    """One MLII lead of ``digital`` samples (format 16, 200/mV, 360 Hz) as record ``name``."""
+    import wfdb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp(name, fs=360.0, units=["mV"], sig_name=["MLII"], d_signal=digital[:, None],
+                fmt=["16"], adc_gain=[200.0], baseline=[0], write_dir=str(folder))
+    return folder / name
+
+
+def mitdb_lead(physionet: Path, seconds: int = SECONDS) -> np.ndarray:
+    import wfdb
+
+    rec = wfdb.rdrecord(str(physionet / "mitdb" / "100"), sampto=seconds * 360,
+                        physical=False, channels=[0])
+    return rec.d_signal[:, 0].astype(np.int64) - 1024
+
+
+def test_no_beats_from_signal_whose_windows_all_failed(physionet, tmp_path):
+    """Beats are cut only inside kept windows: a flat lead, a lead with a gap every 3 s
+    (gap_policy drop) and a header rate 10x too low keep no window and give no beat (each
+    beat normalised to unit scale would pass noise off as an ECG beat); the R peaks left out
+    are counted as beats_withheld."""
+    lead = mitdb_lead(physionet)
+    gappy = lead.copy()
+    for start in range(0, len(gappy), 3 * 360):
+        gappy[start + 100: start + 120] = -32768  # WFDB invalid sample: a NaN gap
+    cases = {"flat": lead_record(tmp_path, "flat", np.full(len(lead), 100)),
+             "gappy": lead_record(tmp_path, "gappy", gappy),
+             "rate": mitdb_copy(physionet, tmp_path, "rate", fs="36")}
+    for name, path in cases.items():
+        report = process_record(job(path, tmp_path, beats=True))
+        assert report["windows_produced"] == 0, name
+        assert report["beats"] == 0, name
+        assert pl.read_parquet(tmp_path / "b.parquet").height == 0, name
+        assert windows._totals({name: report})["beats"] == 0
+    assert report["beats_withheld"] > 100  # the rate case: its "beats" were all withheld
+    # The clean lead keeps every beat: all its windows pass.
+    ok = process_record(job(lead_record(tmp_path, "ok", lead), tmp_path, beats=True))
+    assert (ok["windows_produced"], ok["beats"]) == (2, 23) and "beats_withheld" not in ok
+
+
+def test_beats_follow_kept_windows_across_chunks(physionet, tmp_path):
+    """A beat is kept when a kept window holds it, whichever chunk the window started in."""
+    lead = mitdb_lead(physionet, 60)
+    lead[25 * 360: 25 * 360 + 20] = -32768  # a short gap: the third window is dropped
+    path = lead_record(tmp_path, "part", lead)
+    found = {}
+    for chunk_s in (7.0, 600.0):
+        cfg = WindowWaveforms(beats=True, chunk_s=chunk_s)
+        report = process_record(RecordJob("part", str(path), None, None, (), cfg,
+                                          str(tmp_path / "w.parquet"),
+                                          str(tmp_path / "b.parquet")))
+        assert report["windows_dropped"]["gap"] == 1 and report["windows_produced"] == 5
+        peaks = pl.read_parquet(tmp_path / "b.parquet")["r_peak_sample"].to_numpy()
+        assert not ((peaks >= 20 * 360) & (peaks < 30 * 360)).any()
+        found[chunk_s] = peaks
+    assert np.array_equal(found[7.0], found[600.0])
