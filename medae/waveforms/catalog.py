@@ -274,6 +274,33 @@ def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
         df.write_parquet(tmp, statistics=False)
 
 
+def published_outputs(params) -> int:
+    """How many window and beat files earlier ``window_waveforms`` runs left (one per record
+    and kind)."""
+    cfg = params.window_waveforms
+    return sum(len(list(folder.glob("*.parquet"))) for folder in
+               (params.path(cfg.out), params.path(cfg.beats_out)) if folder.is_dir())
+
+
+def refuse_empty_source(params, catalog_file: Path | None = None) -> None:
+    """Raise when nothing was catalogued but earlier runs left window outputs: an empty or
+    unmounted source would otherwise remove every one of them (window_waveforms removes the
+    outputs of records no longer catalogued). On a first run an empty source is a warning.
+    """
+    published = published_outputs(params)
+    source = params.path(params.waveforms.source)
+    cfg = params.window_waveforms
+    if published:
+        where = (f"{catalog_file}: the waveform catalog lists no record" if catalog_file
+                 else f"{source}: no WFDB record found (waveforms.source)")
+        raise DataError(
+            f"{where}, but earlier runs left {published} window/beat files in "
+            f"{params.path(cfg.out)} and {params.path(cfg.beats_out)}: is the source empty "
+            "or unmounted? Nothing was changed (to start over from an empty source, delete "
+            "those folders)")
+    log.warning("no WFDB record found under %s (waveforms.source)", source)
+
+
 def run(params) -> dict[str, Any]:
     """Stage ``catalog_waveforms``: scan ``waveforms.source`` and write the catalog."""
     source = params.path(params.waveforms.source)
@@ -282,6 +309,8 @@ def run(params) -> dict[str, Any]:
     cfg = params.catalog_waveforms
     catalog, quarantine = build_catalog(source.resolve(), params.waveforms.subject_pattern,
                                         params.executor)
+    if catalog.height == 0:
+        refuse_empty_source(params)
     write_parquet_atomic(catalog, params.path(cfg.out))
     write_parquet_atomic(quarantine, params.path(cfg.quarantine))
     for index, row in enumerate(quarantine.iter_rows(named=True)):

@@ -610,12 +610,15 @@ def run(params) -> dict[str, Any]:
     import polars as pl
 
     from medae.executor import map_items
+    from medae.waveforms.catalog import refuse_empty_source  # polars: not in workers
 
     cfg = params.window_waveforms
     catalog_file = params.path(params.catalog_waveforms.out)
     if not catalog_file.exists():
         raise DataError(f"{catalog_file}: waveform catalog not found; run catalog_waveforms")
     catalog = pl.read_parquet(catalog_file)
+    if catalog.height == 0:  # never remove every output because nothing was catalogued
+        refuse_empty_source(params, catalog_file)
     out, report_file = params.path(cfg.out), params.path(cfg.report)
     ensure_dir(out)
     if cfg.beats:

@@ -200,3 +200,36 @@ def test_beats_follow_kept_windows_across_chunks(physionet, tmp_path):
         assert not ((peaks >= 20 * 360) & (peaks < 30 * 360)).any()
         found[chunk_s] = peaks
     assert np.array_equal(found[7.0], found[600.0])
+
+
+def test_empty_or_unmounted_source_never_wipes_outputs(physionet, tmp_path, make_wf_params,
+                                                       caplog):
+    """A source yielding no record while earlier outputs exist is refused by both stages
+    (window_waveforms would remove every record's output); a first run only warns."""
+    from medae.waveforms import catalog
+
+    src = tmp_path / "src"
+    src.mkdir()
+    params = make_wf_params(src, tmp_path / "out")
+    with caplog.at_level(logging.WARNING, logger="medae"):
+        assert catalog.run(params)["records"] == 0  # first run, nothing there: a warning
+    assert "no WFDB record found" in caplog.text
+    assert windows.run(params)["records"] == 0
+    mitdb_copy(physionet, src, "rec1")
+    catalog.run(params)
+    windows.run(params)
+    out = params.path(params.window_waveforms.out)
+    catalogue = params.path(params.catalog_waveforms.out)
+    before = {f: f.read_bytes() for f in (*out.glob("*"), catalogue)}
+    for file in src.iterdir():  # the source is unmounted
+        file.unlink()
+    with pytest.raises(DataError, match=r"src: no WFDB record found \(waveforms.source\), "
+                                        r"but earlier runs left 2 window/beat files"):
+        catalog.run(params)
+    # Even with an empty catalog in place (DVC deletes a stage's outputs before it runs).
+    pl.read_parquet(catalogue).clear().write_parquet(catalogue)
+    with pytest.raises(DataError, match=r"catalog.parquet: the waveform catalog lists no "
+                                        r"record, but earlier runs left 2"):
+        windows.run(params)
+    assert all(f.read_bytes() == data for f, data in before.items() if f != catalogue)
+    assert (params.path(params.window_waveforms.beats_out) / "rec1.parquet").exists()
