@@ -210,11 +210,13 @@ def describe_record(path: Path, source: Path, pattern: str) -> dict[str, Any]:
         files += [s["name"] + ".hea" for s in segments]
     for seg in readable:
         files += list(seg.data_files)
+    annotations = sorted(f.name[len(path.name) + 1:] for f in path.parent.glob(path.name + ".*")
+                         if f.suffix not in (".hea", ".dat") and f.name.count(".") == 1)
+    # Annotations too: a new or changed .atr changes the beats' reference symbols.
+    files += [f"{path.name}.{ext}" for ext in annotations]
     base, base_time = _base_datetime(header)
     frame_fs = float(header.fs)
     n_frames = int(header.sig_len or 0)
-    annotations = sorted(f.name[len(path.name) + 1:] for f in path.parent.glob(path.name + ".*")
-                         if f.suffix not in (".hea", ".dat") and f.name.count(".") == 1)
     return {
         "record_name": str(header.record_name), "path": str(path.relative_to(source)),
         "subject_id": subject_id(path, source, pattern), "base_datetime": base,

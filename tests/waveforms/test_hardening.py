@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,29 @@ def test_empty_or_unmounted_source_never_wipes_outputs(physionet, tmp_path, make
         windows.run(params)
     assert all(f.read_bytes() == data for f, data in before.items() if f != catalogue)
     assert (params.path(params.window_waveforms.beats_out) / "rec1.parquet").exists()
+
+
+def test_annotation_files_are_part_of_the_fingerprint(physionet, tmp_path, make_wf_params):
+    """Adding or changing a record's .atr redoes the record (its beats' reference symbols)."""
+    from medae.waveforms import catalog
+
+    mitdb_copy(physionet, tmp_path / "src", "100")
+    params = make_wf_params(tmp_path / "src", tmp_path / "out")
+
+    def fingerprint() -> str:
+        return build_catalog(tmp_path / "src", PATTERN)[0]["fingerprint"][0]
+
+    bare = fingerprint()
+    catalog.run(params)
+    assert windows.run(params)["processed"] == 1
+    beats = params.path(params.window_waveforms.beats_out) / "100.parquet"
+    assert pl.read_parquet(beats)["symbol"].null_count() == 23
+    atr = tmp_path / "src" / "100.atr"
+    atr.write_bytes((physionet / "mitdb" / "100.atr").read_bytes())
+    added = fingerprint()
+    assert added != bare
+    catalog.run(params)
+    assert windows.run(params)["processed"] == 1  # the reference symbols are read now
+    assert pl.read_parquet(beats)["symbol"].null_count() == 0
+    os.utime(atr, ns=(10**18, 10**18))
+    assert fingerprint() not in (bare, added)
