@@ -216,7 +216,9 @@ def describe_record(path: Path, source: Path, pattern: str) -> dict[str, Any]:
     files += [f"{path.name}.{ext}" for ext in annotations]
     base, base_time = _base_datetime(header)
     frame_fs = float(header.fs)
-    n_frames = int(header.sig_len or 0)
+    # No length on the record line: wfdb reads what the data file holds (the segment's).
+    n_frames = (int(header.sig_len) if header.sig_len is not None
+                else sum(s.n_frames for s in readable))
     return {
         "record_name": str(header.record_name), "path": str(path.relative_to(source)),
         "subject_id": subject_id(path, source, pattern), "base_datetime": base,

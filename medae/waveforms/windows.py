@@ -139,6 +139,7 @@ class RecordReport:
     empty_record: bool = False  # no sample to read: none declared, or only gaps
     beats_out_of_range: int = 0  # beats left out: R peak outside physical_range
     beats_withheld: int = 0  # beats left out: R peak in no kept window
+    length_from_data_file: bool = False  # the header declares no length: the file's is used
 
     def as_dict(self) -> dict[str, Any]:
         dropped_total = Counter()
@@ -148,7 +149,8 @@ class RecordReport:
             ("data_longer_than_header", self.data_longer_than_header),
             ("empty_record", self.empty_record),
             ("beats_out_of_range", self.beats_out_of_range),
-            ("beats_withheld", self.beats_withheld)) if value}
+            ("beats_withheld", self.beats_withheld),
+            ("length_from_data_file", self.length_from_data_file)) if value}
         return {**notes,
             "windows_produced": sum(self.produced.values()),
             "windows_dropped": {r: dropped_total.get(r, 0) for r in DROP_REASONS},
@@ -455,6 +457,7 @@ def process_record(job: RecordJob) -> dict[str, Any]:
     report = RecordReport(
         skipped_segments=[{"segment": s.name, "reason": s.reason} for s in skipped],
         data_longer_than_header=sum(s.extra_frames for s in segments),
+        length_from_data_file=any(s.length_from_file for s in segments),
         empty_record=not skipped and sum(s.n_frames for s in segments) == 0)
     # Reference annotations index the single-segment record's own sample line.
     reference = (load_reference(path, job.cfg.reference_annotation)

@@ -102,7 +102,8 @@ def test_failed_record_message_hides_its_path_and_subject(physionet, tmp_path):
     path = mitdb_copy(physionet, tmp_path / "p10012853", "p10012853-long", n_frames=72000)
     with pytest.raises(DataError) as err:
         window_record(job(path, tmp_path, subject_id=10012853))
-    assert str(err.value) == "<record>: cannot read frames 0-72000 (ValueError)"
+    assert str(err.value) == ("<record>: data file holds 7200 of the 72000 frames the header "
+                              "declares")
 
 
 def test_catalog_logs_quarantined_records_by_row(physionet, tmp_path, make_wf_params, caplog):
@@ -260,3 +261,20 @@ def test_annotation_files_are_part_of_the_fingerprint(physionet, tmp_path, make_
     assert pl.read_parquet(beats)["symbol"].null_count() == 0
     os.utime(atr, ns=(10**18, 10**18))
     assert fingerprint() not in (bare, added)
+
+
+def test_header_without_length_reads_the_data_files_frames(physionet, tmp_path):
+    """A record line with no sample count ('r 2 360'): wfdb reads every frame the data
+    file holds, and so do the catalog and the window stage (said in the report)."""
+    path = mitdb_copy(physionet, tmp_path / "src", "nolen")
+    header = path.with_suffix(".hea")
+    lines = header.read_text().splitlines()
+    lines[0] = "nolen 2 360"
+    header.write_text("\n".join(lines) + "\n")
+    row = build_catalog(tmp_path / "src", PATTERN)[0].row(0, named=True)
+    assert (row["n_frames"], row["duration_s"]) == (SECONDS * 360, SECONDS)
+    report = process_record(job(path, tmp_path, beats=True))
+    assert report["windows_produced"] == 2 * SECONDS // 10 and report["beats"] == 23
+    assert report["length_from_data_file"] is True
+    assert "length_from_data_file" not in process_record(
+        job(mitdb_copy(physionet, tmp_path, "ok"), tmp_path))
