@@ -278,3 +278,14 @@ def test_header_without_length_reads_the_data_files_frames(physionet, tmp_path):
     assert report["length_from_data_file"] is True
     assert "length_from_data_file" not in process_record(
         job(mitdb_copy(physionet, tmp_path, "ok"), tmp_path))
+
+
+@pytest.mark.parametrize(("factor", "caught"), [(10, None), (0.1, None),
+                                                (100, "out_of_range"), (0.02, "low_amplitude")])
+def test_what_the_quality_checks_catch_of_a_wrong_gain(physionet, tmp_path, factor, caught):
+    """The limits docs/waveforms.md states: values up to 10x off either way pass unnoticed
+    (per-window normalisation hides them); 100x too large and 50x too small are dropped."""
+    path = mitdb_copy(physionet, tmp_path, "gain", gain=repr(200 / factor))
+    report = process_record(job(path, tmp_path))
+    dropped = {k: v for k, v in report["windows_dropped"].items() if v}
+    assert dropped == ({} if caught is None else {caught: 2 * SECONDS // 10})
