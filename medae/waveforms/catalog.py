@@ -39,6 +39,9 @@ CATALOG_SCHEMA = pl.Schema({
     "header_repair": pl.String, "annotations": pl.List(pl.String), "fingerprint": pl.String,
 })
 QUARANTINE_SCHEMA = pl.Schema({"path": pl.String, "reason": pl.String})
+# What wfdb keeps of a record name: it drops other characters ('réc_ü' -> 'rc_') and then
+# looks for files of that name, so such a record would read as "data file missing".
+WFDB_NAME = re.compile(r"[-\w]+", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,12 @@ def catalog_folder(job: FolderJob) -> tuple[list[dict[str, Any]], list[dict[str,
     rows, members = [], set()
     for name in masters + [n for n in candidates if n not in masters]:
         if name in members:
+            continue
+        if not WFDB_NAME.fullmatch(name):
+            quarantine.append({"path": str((here / name).relative_to(source)), "reason": (
+                f"{(here / name).relative_to(source)}.hea: record name has characters other "
+                "than ASCII letters, digits, '_' and '-', which wfdb drops (it would read "
+                "another record's files)")})
             continue
         try:
             row = describe_record(here / name, source, job.pattern)
@@ -321,6 +330,10 @@ def run(params) -> dict[str, Any]:
         # By row number, never by path: MIMIC record and folder names embed subject ids.
         log.warning("quarantined record (row %d of %s): %s", index, cfg.quarantine,
                     _hidden_reason(row, source.resolve(), params.waveforms.subject_pattern))
+    duplicates = catalog.height - catalog["record_name"].n_unique()
+    if duplicates:  # counted, not named: record names embed subject ids
+        log.warning("%d catalogued records share their name with another one; only the first "
+                    "by path is windowed (window_waveforms reports the others)", duplicates)
     missing = int(catalog["n_segments_missing"].sum()) if catalog.height else 0
     log.info("catalog: %d records, %d quarantined, %d segments without data",
              catalog.height, quarantine.height, missing)

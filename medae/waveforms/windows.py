@@ -582,7 +582,8 @@ def _jobs(params, catalog, stays_by_subject):
     for index, row in enumerate(catalog.sort("path").iter_rows(named=True)):
         name = row["record_name"]
         if name in seen:
-            yield index, row, None, f"duplicate record name (also at {seen[name]})", None
+            yield index, row, None, (f"duplicate record name: {row['path']} is not windowed, "
+                                     f"{seen[name]} is (first by path)"), None
             continue
         seen[name] = row["path"]
         stays = stays_by_subject.get(row["subject_id"], ()) if row["subject_id"] is not None \
@@ -634,10 +635,12 @@ def run(params) -> dict[str, Any]:
     prints: dict[str, str] = {}
     todo: list[tuple[str, RecordJob, str, str, int]] = []
     paths: dict[str, str] = {}
+    duplicates = Counter()
     for index, row, job, problem, fp in _jobs(params, catalog, stays):
         name = row["record_name"]
         if problem is not None:
-            records[name + "#dup"] = {"error": problem}
+            duplicates[name] += 1  # one entry each: "<name>#dup1", "<name>#dup2", ...
+            records[f"{name}#dup{duplicates[name]}"] = {"error": problem, "duplicate": True}
             continue
         outputs = [Path(job.out_file)] + ([Path(job.beats_file)] if job.beats_file else [])
         if (old_prints.get(name) == fp and name in old_report and "error" not in old_report[name]
@@ -660,6 +663,10 @@ def run(params) -> dict[str, Any]:
             records[name] = {"error": failed[label]}
         else:
             records[name], prints[name] = value, fp
+    if duplicates:
+        log.warning("window_waveforms: %d records not windowed: their name is another "
+                    "record's (duplicate names); their paths are in %s",
+                    sum(duplicates.values()), report_file)
     if failed:
         log.warning("window_waveforms: %d records quarantined (%s); their paths and reasons "
                     "are in %s", len(failed), ", ".join(sorted(failed, key=_row_number)),
@@ -696,6 +703,7 @@ def _totals(records: dict[str, Any]) -> dict[str, Any]:
     return {"windows_produced": produced, "beats": beats, "beats_withheld": withheld,
             "windows_dropped": {r: dropped.get(r, 0) for r in DROP_REASONS},
             "records_failed": sum("error" in r for r in records.values()),
+            "records_duplicate": sum(bool(r.get("duplicate")) for r in records.values()),
             # Headline counts of the per-record notes, so the run report shows them.
             "records_empty": sum(bool(r.get("empty_record")) for r in records.values()),
             "records_data_longer_than_header": sum(

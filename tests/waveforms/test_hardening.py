@@ -289,3 +289,35 @@ def test_what_the_quality_checks_catch_of_a_wrong_gain(physionet, tmp_path, fact
     report = process_record(job(path, tmp_path))
     dropped = {k: v for k, v in report["windows_dropped"].items() if v}
     assert dropped == ({} if caught is None else {caught: 2 * SECONDS // 10})
+
+
+def test_duplicate_names_each_reported_and_warned(physionet, tmp_path, make_wf_params,
+                                                  caplog):
+    """Three folders with the same record: the first by path is windowed, the other two each
+    get an entry with their path, and both stages warn (counts only)."""
+    from medae.waveforms import catalog
+
+    for folder in ("a", "b", "c"):
+        mitdb_copy(physionet, tmp_path / "src" / folder, "rec")
+    params = make_wf_params(tmp_path / "src", tmp_path / "out")
+    with caplog.at_level(logging.WARNING, logger="medae"):
+        catalog.run(params)
+        summary = windows.run(params)
+    assert "2 catalogued records share their name" in caplog.text
+    assert "2 records not windowed: their name is another record's" in caplog.text
+    report = json.loads(params.path(params.window_waveforms.report).read_text())
+    assert report["records"]["rec#dup1"]["error"] == (
+        "duplicate record name: b/rec is not windowed, a/rec is (first by path)")
+    assert report["records"]["rec#dup2"]["error"].startswith("duplicate record name: c/rec")
+    assert (summary["records_duplicate"], report["records"]["rec"]["windows_produced"]) == (2, 4)
+
+
+def test_non_ascii_record_name_is_quarantined_with_the_reason(physionet, tmp_path):
+    """wfdb drops non-ASCII characters ('réc_ü' -> 'rc_') and then misses the data file."""
+    path = mitdb_copy(physionet, tmp_path, "réc_ü")
+    mitdb_copy(physionet, tmp_path, "ok")
+    catalog, quarantine = build_catalog(tmp_path, PATTERN)
+    assert catalog["record_name"].to_list() == ["ok"]
+    assert quarantine.to_dicts() == [{"path": path.name, "reason": (
+        "réc_ü.hea: record name has characters other than ASCII letters, digits, '_' and '-', "
+        "which wfdb drops (it would read another record's files)")}]
