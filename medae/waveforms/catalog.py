@@ -24,7 +24,7 @@ from medae.io import atomic_path
 from medae.privacy.record_names import FOLDER, RECORD, hide_record, show_record
 from medae.waveforms.channels import canonical_channel
 from medae.waveforms.headers import read_header
-from medae.waveforms.reader import layout_segments
+from medae.waveforms.reader import layout_segments, refuse_empty_source
 
 log = logging.getLogger(__name__)
 
@@ -285,33 +285,6 @@ def _relative(message: str, source: Path) -> str:
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         df.write_parquet(tmp, statistics=False)
-
-
-def published_outputs(params) -> int:
-    """How many window and beat files earlier ``window_waveforms`` runs left (one per record
-    and kind)."""
-    cfg = params.window_waveforms
-    return sum(len(list(folder.glob("*.parquet"))) for folder in
-               (params.path(cfg.out), params.path(cfg.beats_out)) if folder.is_dir())
-
-
-def refuse_empty_source(params, catalog_file: Path | None = None) -> None:
-    """Raise when nothing was catalogued but earlier runs left window outputs: an empty or
-    unmounted source would otherwise remove every one of them (window_waveforms removes the
-    outputs of records no longer catalogued). On a first run an empty source is a warning.
-    """
-    published = published_outputs(params)
-    source = params.path(params.waveforms.source)
-    cfg = params.window_waveforms
-    if published:
-        where = (f"{catalog_file}: the waveform catalog lists no record" if catalog_file
-                 else f"{source}: no WFDB record found (waveforms.source)")
-        raise DataError(
-            f"{where}, but earlier runs left {published} window/beat files in "
-            f"{params.path(cfg.out)} and {params.path(cfg.beats_out)}: is the source empty "
-            "or unmounted? Nothing was changed (to start over from an empty source, delete "
-            "those folders)")
-    log.warning("no WFDB record found under %s (waveforms.source)", source)
 
 
 def run(params) -> dict[str, Any]:

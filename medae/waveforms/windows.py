@@ -53,7 +53,13 @@ from medae.waveforms.dsp import (
     rational_ratio,
     resample_runs,
 )
-from medae.waveforms.reader import Chunk, Segment, iter_chunks, record_segments
+from medae.waveforms.reader import (
+    Chunk,
+    Segment,
+    iter_chunks,
+    record_segments,
+    refuse_empty_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -614,7 +620,6 @@ def run(params) -> dict[str, Any]:
     import polars as pl
 
     from medae.executor import map_items
-    from medae.waveforms.catalog import refuse_empty_source  # polars: not in workers
 
     cfg = params.window_waveforms
     catalog_file = params.path(params.catalog_waveforms.out)
