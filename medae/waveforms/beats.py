@@ -56,20 +56,30 @@ def detect_r_peaks(signal: np.ndarray, fs: float, *, threshold: float = 0.3,
     band = np.nan_to_num(band, nan=0.0)
     slope = np.diff(band, prepend=band[0])
     envelope = uniform_filter1d(slope * slope, max(1, int(0.12 * fs)))
-    level = _block_level(envelope, int(4 * fs))
+    # What filtering leaves of a constant is rounding error (~1e-16 of its level): an
+    # envelope below this floor is silence, never a QRS (a flat lead gave 352 "beats").
+    scale = float(np.nanmax(np.abs(x))) if np.isfinite(x).any() else 0.0
+    level = _block_level(envelope, int(4 * fs), (1e-9 * scale) ** 2)
     peaks, _ = sps.find_peaks(envelope, height=threshold * level,
                               distance=max(1, int(refractory_s * fs)))
     return _refine(peaks, np.abs(band), int(0.075 * fs))
 
 
-def _block_level(envelope: np.ndarray, block: int) -> np.ndarray:
+def _block_level(envelope: np.ndarray, block: int, silence: float = 0.0) -> np.ndarray:
     """A per-sample envelope level: the 98th percentile of each block, linearly
-    interpolated between block centres, floored so silent stretches trigger nothing."""
+    interpolated between block centres, floored so silent stretches trigger nothing (at a
+    tenth of the median block's level, and at ``silence``: the level of numerical noise).
+
+    >>> _block_level(np.r_[np.zeros(4), np.ones(4)], 4).tolist()[::2]
+    [0.05, 0.05, 0.525, 1.0]
+    >>> float(_block_level(np.full(8, 1e-30), 4, silence=1e-20).max())
+    1e-20
+    """
     n_blocks = max(1, len(envelope) // block)
     usable = envelope[: n_blocks * block] if len(envelope) >= block else envelope
     ref = np.percentile(usable.reshape(n_blocks, -1), 98, axis=1)
     floor = 0.1 * np.median(ref) if np.median(ref) > 0 else np.finfo(float).tiny
-    ref = np.maximum(ref, floor)
+    ref = np.maximum(ref, max(floor, silence))
     centres = (np.arange(n_blocks) + 0.5) * (len(usable) / n_blocks)
     return np.interp(np.arange(len(envelope)), centres, ref)
 

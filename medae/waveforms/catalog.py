@@ -24,7 +24,7 @@ from medae.io import atomic_path
 from medae.privacy.record_names import FOLDER, RECORD, hide_record, show_record
 from medae.waveforms.channels import canonical_channel
 from medae.waveforms.headers import read_header
-from medae.waveforms.reader import layout_segments
+from medae.waveforms.reader import layout_segments, refuse_empty_source
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ CATALOG_SCHEMA = pl.Schema({
     "header_repair": pl.String, "annotations": pl.List(pl.String), "fingerprint": pl.String,
 })
 QUARANTINE_SCHEMA = pl.Schema({"path": pl.String, "reason": pl.String})
+# What wfdb keeps of a record name: it drops other characters ('réc_ü' -> 'rc_') and then
+# looks for files of that name, so such a record would read as "data file missing".
+WFDB_NAME = re.compile(r"[-\w]+", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,12 @@ def catalog_folder(job: FolderJob) -> tuple[list[dict[str, Any]], list[dict[str,
     rows, members = [], set()
     for name in masters + [n for n in candidates if n not in masters]:
         if name in members:
+            continue
+        if not WFDB_NAME.fullmatch(name):
+            quarantine.append({"path": str((here / name).relative_to(source)), "reason": (
+                f"{(here / name).relative_to(source)}.hea: record name has characters other "
+                "than ASCII letters, digits, '_' and '-', which wfdb drops (it would read "
+                "another record's files)")})
             continue
         try:
             row = describe_record(here / name, source, job.pattern)
@@ -210,11 +219,15 @@ def describe_record(path: Path, source: Path, pattern: str) -> dict[str, Any]:
         files += [s["name"] + ".hea" for s in segments]
     for seg in readable:
         files += list(seg.data_files)
-    base, base_time = _base_datetime(header)
-    frame_fs = float(header.fs)
-    n_frames = int(header.sig_len or 0)
     annotations = sorted(f.name[len(path.name) + 1:] for f in path.parent.glob(path.name + ".*")
                          if f.suffix not in (".hea", ".dat") and f.name.count(".") == 1)
+    # Annotations too: a new or changed .atr changes the beats' reference symbols.
+    files += [f"{path.name}.{ext}" for ext in annotations]
+    base, base_time = _base_datetime(header)
+    frame_fs = float(header.fs)
+    # No length on the record line: wfdb reads what the data file holds (the segment's).
+    n_frames = (int(header.sig_len) if header.sig_len is not None
+                else sum(s.n_frames for s in readable))
     return {
         "record_name": str(header.record_name), "path": str(path.relative_to(source)),
         "subject_id": subject_id(path, source, pattern), "base_datetime": base,
@@ -282,12 +295,18 @@ def run(params) -> dict[str, Any]:
     cfg = params.catalog_waveforms
     catalog, quarantine = build_catalog(source.resolve(), params.waveforms.subject_pattern,
                                         params.executor)
+    if catalog.height == 0:
+        refuse_empty_source(params)
     write_parquet_atomic(catalog, params.path(cfg.out))
     write_parquet_atomic(quarantine, params.path(cfg.quarantine))
     for index, row in enumerate(quarantine.iter_rows(named=True)):
         # By row number, never by path: MIMIC record and folder names embed subject ids.
         log.warning("quarantined record (row %d of %s): %s", index, cfg.quarantine,
                     _hidden_reason(row, source.resolve(), params.waveforms.subject_pattern))
+    duplicates = catalog.height - catalog["record_name"].n_unique()
+    if duplicates:  # counted, not named: record names embed subject ids
+        log.warning("%d catalogued records share their name with another one; only the first "
+                    "by path is windowed (window_waveforms reports the others)", duplicates)
     missing = int(catalog["n_segments_missing"].sum()) if catalog.height else 0
     log.info("catalog: %d records, %d quarantined, %d segments without data",
              catalog.height, quarantine.height, missing)

@@ -40,6 +40,10 @@ KIND_OF = {"ppg": "ppg", "abp": "abp", "cvp": "pressure", "pap": "pressure", "re
            "co2": "co2"}
 
 
+# The signal kinds per-kind params (rates, bands, limits) may name.
+KINDS = frozenset(KIND_OF.get(c, c.split("_", 1)[0]) for c in HARMONISATION)
+
+
 def _key(name: str) -> str:
     return "".join(ch for ch in name.upper() if ch not in " -_")
 

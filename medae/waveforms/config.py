@@ -1,10 +1,12 @@
 """params.yaml sections of the waveform stages (every key also appears in params.yaml)."""
 
+import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from medae.config_base import Section
+from medae.waveforms.channels import HARMONISATION, KINDS, canonical_channel, is_ecg
 
 
 class WaveformSource(Section):
@@ -73,7 +75,89 @@ class WindowWaveforms(Section):
     normalize: Literal["zscore", "robust", "none"] = "zscore"
     beats: bool = True  # also write fixed-length beats of one ECG lead per record
     beat_channel: str | None = None  # raw or canonical name; null = lead II, else first ECG
-    beat_fs: float = 125.0
-    beat_before_s: float = 0.25
-    beat_after_s: float = 0.45
+    beat_fs: float = Field(125.0, gt=0)
+    beat_before_s: float = Field(0.25, ge=0)
+    beat_after_s: float = Field(0.45, gt=0)
     reference_annotation: str | None = "atr"
+
+    # A mistake here would otherwise fail every record one by one (a band 40-0.5 Hz: scipy's
+    # "Wn[0] must be less than Wn[1]") or silently window nothing (a channel name typo), and
+    # the run would replace good outputs: refuse it when params are loaded.
+
+    @field_validator("rates", "bands", "flat_min_s", "min_range", "physical_range",
+                     "notch_kinds")
+    @classmethod
+    def _known_kinds(cls, value):
+        unknown = sorted(set(value) - KINDS)
+        if unknown:
+            raise ValueError(f"unknown signal kind {unknown[0]!r} (kinds: "
+                             f"{', '.join(sorted(KINDS))})")
+        return value
+
+    @field_validator("rates", "flat_min_s")
+    @classmethod
+    def _positive(cls, value: dict[str, float]):
+        for kind, number in value.items():
+            if not number > 0 or not math.isfinite(number):
+                raise ValueError(f"{kind}: {number} is not a positive number")
+        return value
+
+    @field_validator("bands")
+    @classmethod
+    def _bands_ordered(cls, value: dict[str, tuple[float | None, float | None]]):
+        for kind, (low, high) in value.items():
+            for edge in (low, high):
+                if edge is not None and (not edge > 0 or not math.isfinite(edge)):
+                    raise ValueError(f"{kind}: band edge {edge} Hz is not a positive number "
+                                     "(null leaves that edge open)")
+            if low is not None and high is not None and not low < high:
+                raise ValueError(f"{kind}: low edge {low} Hz is not below high edge {high} Hz "
+                                 "(bands are [low, high])")
+        return value
+
+    @field_validator("physical_range")
+    @classmethod
+    def _ranges_ordered(cls, value: dict[str, tuple[float, float]]):
+        for kind, (low, high) in value.items():
+            if not low < high:
+                raise ValueError(f"{kind}: lower limit {low} is not below upper limit {high} "
+                                 "(ranges are [low, high])")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: list[str] | None):
+        """Canonical channel names (a raw alias such as ``MLII`` is mapped to its canonical
+        ``ecg_ii``); anything else is refused, so a typo never windows nothing."""
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("an empty list keeps no channel (null keeps every known one)")
+        names = []
+        for name in value:
+            canonical = name if name in HARMONISATION else canonical_channel(name)
+            if canonical is None:
+                raise ValueError(f"{name!r} is not a known channel name (canonical names: "
+                                 f"{', '.join(HARMONISATION)})")
+            names.append(canonical)
+        return list(dict.fromkeys(names))
+
+    @field_validator("beat_channel")
+    @classmethod
+    def _ecg_beat_channel(cls, value: str | None):
+        canonical = None if value is None else (
+            value if value in HARMONISATION else canonical_channel(value))
+        if value is not None and (canonical is None or not is_ecg(canonical)):
+            raise ValueError(f"{value!r} is not an ECG channel name (ECG canonical names: "
+                             f"{', '.join(c for c in HARMONISATION if is_ecg(c))})")
+        return value
+
+    @model_validator(mode="after")
+    def _beat_channel_kept(self):
+        if self.beats and self.beat_channel is not None and self.channels is not None:
+            wanted = (self.beat_channel if self.beat_channel in HARMONISATION
+                      else canonical_channel(self.beat_channel))
+            if wanted not in self.channels:
+                raise ValueError(f"beat_channel {self.beat_channel!r} is not in channels, so "
+                                 "no beat would be written")
+        return self

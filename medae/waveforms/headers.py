@@ -59,6 +59,24 @@ def repair_record_line(text: str) -> tuple[str, str] | None:
     return "\n".join(lines) + "\n", what
 
 
+def with_length(text: str, n_frames: int) -> str | None:
+    """The header ``text`` with ``n_frames`` written on a record line that declares no
+    length (``None`` when it declares one): wfdb reads such a record whole, from its data
+    file's size, but refuses a ``sampfrom/sampto`` read of it.
+
+    >>> with_length("# c\\nr 2 360\\nr.dat 212 200 11 1024 0 0 0 II\\n", 650000).splitlines()[1]
+    'r 2 360 650000'
+    >>> with_length("r 2\\n", 10), with_length("r 2 360 7200\\n", 10)
+    ('r 2 250 10\\n', None)
+    """
+    found = _split_record_line(text)
+    if found is None or len(found[2]) > 3:
+        return None
+    lines, i, tokens = found
+    lines[i] = " ".join(tokens + ["250"] * (len(tokens) == 2) + [str(n_frames)])  # WFDB's fs
+    return "\n".join(lines) + "\n"
+
+
 def _rdheader(path: Path) -> Any:
     import wfdb
 
@@ -133,16 +151,22 @@ def _scrub(message: str) -> str:
 
 
 @contextmanager
-def readable_record(path: str | Path) -> Iterator[Path]:
-    """A record path wfdb can read: ``path`` itself, or a temporary copy of the repaired
-    header with symbolic links to the original data files."""
+def readable_record(path: str | Path, n_frames: int | None = None) -> Iterator[Path]:
+    """A record path wfdb can read in parts: ``path`` itself, or a temporary copy of the
+    repaired header (or, given ``n_frames``, of one that declares no length, with that
+    length written in) with symbolic links to the original data files."""
     path = Path(path)
     header, repair = read_header(path)
-    if repair is None:
+    header_file = path.with_name(path.name + ".hea")
+    text = header_file.read_text(encoding="latin-1")
+    if repair is not None:
+        text, _ = repair_record_line(text)  # type: ignore[misc]
+    lengthened = (with_length(text, n_frames)
+                  if n_frames is not None and header.sig_len is None else None)
+    if repair is None and lengthened is None:
         yield path
         return
-    header_file = path.with_name(path.name + ".hea")
-    text, _ = repair_record_line(header_file.read_text(encoding="latin-1"))  # type: ignore[misc]
+    text = lengthened or text
     tmp = Path(tempfile.mkdtemp(prefix="medae-rec-"))
     try:
         (tmp / header_file.name).write_text(text, encoding="latin-1")

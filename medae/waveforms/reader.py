@@ -45,6 +45,8 @@ class Segment:
     repaired: bool = False  # its header needed the tolerant fallback (read via a fixed copy)
     data_files: tuple[str, ...] = ()
     extra_frames: int = 0  # whole frames in the data files beyond the header's length
+    frames_held: int = -1  # fewest whole frames one of its data files holds (-1: unknown)
+    length_from_file: bool = False  # the header declares no length: n_frames is frames_held
 
     def fs(self, i: int) -> float:
         return self.frame_fs * self.samps_per_frame[i]
@@ -130,10 +132,15 @@ def layout_segments(header, path: Path,
 def _segment(header, path: Path, start: int, repaired: bool) -> Segment:
     n_sig = int(header.n_sig or 0)
     spf = tuple(int(s or 1) for s in (header.samps_per_frame or [1] * n_sig))
-    return Segment(str(path), path.name, start, int(header.sig_len or 0), float(header.fs),
+    held = frames_held(header, path.parent)
+    fewest = min(held) if held else -1
+    # No length on the record line: wfdb reads every frame the data file holds, so do we.
+    from_file = header.sig_len is None and fewest >= 0
+    n_frames = fewest if from_file else int(header.sig_len or 0)
+    return Segment(str(path), path.name, start, n_frames, float(header.fs),
                    tuple(header.sig_name or []), spf, repaired,
                    tuple(sorted(set(header.file_name or []))),
-                   extra_frames(header, path.parent))
+                   max([0] + [h - n_frames for h in held]), fewest, from_file)
 
 
 def frames_in_file(size: int, fmt: str, samples_per_frame: int, byte_offset: int = 0) -> int:
@@ -150,24 +157,27 @@ def frames_in_file(size: int, fmt: str, samples_per_frame: int, byte_offset: int
     return max(0, size - byte_offset) // group_bytes * group_samples // samples_per_frame
 
 
-def extra_frames(header, folder: Path) -> int:
-    """Frames the data files hold beyond the header's declared length (0 when they hold no
-    more, or their size cannot tell). wfdb reads only the declared frames and ignores the
-    rest without a word, so this is what the data-quality report states instead."""
-    n_frames = int(header.sig_len or 0)
+def frames_held(header, folder: Path) -> list[int]:
+    """Whole frames each present, uncompressed data file of ``header`` holds, from its size.
+
+    The header's declared length is compared with these: wfdb reads only the declared frames
+    and ignores the rest without a word (the DQ report's ``data_longer_than_header``), and a
+    file holding fewer fails its reads (:func:`iter_chunks` says so first).
+    """
     files: dict[str, list[int]] = {}
     for i, name in enumerate(header.file_name or []):
         files.setdefault(name, []).append(i)
-    extra = 0
+    held = []
     for name, signals in files.items():
         file = folder / name
         if not file.is_file():
             continue
         spf = sum(int((header.samps_per_frame or [1] * (i + 1))[i] or 1) for i in signals)
         offset = int((header.byte_offset or [0] * (signals[0] + 1))[signals[0]] or 0)
-        held = frames_in_file(file.stat().st_size, str(header.fmt[signals[0]]), spf, offset)
-        extra = max(extra, held - n_frames)
-    return extra
+        frames = frames_in_file(file.stat().st_size, str(header.fmt[signals[0]]), spf, offset)
+        if frames >= 0:
+            held.append(frames)
+    return held
 
 
 def _clip_bounds(header, i: int) -> tuple[int, int, int]:
@@ -190,6 +200,9 @@ def iter_chunks(segment: Segment, chunk_frames: int, pad_frames: int = 0,
     wanted = list(range(len(segment.sig_names))) if channels is None else list(channels)
     if not wanted or segment.n_frames <= 0:
         return
+    if 0 <= segment.frames_held < segment.n_frames:
+        raise DataError(f"{segment.path}: data file holds {segment.frames_held} of the "
+                        f"{segment.n_frames} frames the header declares")
     with _readable(segment) as readable:
         for core_start in range(0, segment.n_frames, chunk_frames):
             core_stop = min(core_start + chunk_frames, segment.n_frames)
@@ -207,11 +220,12 @@ def iter_chunks(segment: Segment, chunk_frames: int, pad_frames: int = 0,
 
 @contextmanager
 def _readable(segment: Segment) -> Iterator[str | Path]:
-    """The segment's path, or a repaired copy when its header needed one."""
-    if not segment.repaired:
+    """The segment's path, or a fixed copy when its header needed a repair or declares no
+    length (wfdb refuses ``sampfrom/sampto`` without one)."""
+    if not segment.repaired and not segment.length_from_file:
         yield segment.path
         return
-    with readable_record(segment.path) as fixed:
+    with readable_record(segment.path, segment.n_frames) as fixed:
         yield fixed
 
 
@@ -224,3 +238,35 @@ def _to_physical(rec, j: int, fs: float) -> ChannelChunk:
     values[invalid] = np.nan
     clipped = ((digital <= low) | (digital >= high)) & ~invalid
     return ChannelChunk(rec.sig_name[j], fs, values, clipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# A source that yields no record (shared by catalog_waveforms and window_waveforms, which
+# both depend on this module in dvc.yaml)
+
+
+def published_outputs(params) -> int:
+    """How many window and beat files earlier ``window_waveforms`` runs left (one per record
+    and kind)."""
+    cfg = params.window_waveforms
+    return sum(len(list(folder.glob("*.parquet"))) for folder in
+               (params.path(cfg.out), params.path(cfg.beats_out)) if folder.is_dir())
+
+
+def refuse_empty_source(params, catalog_file: Path | None = None) -> None:
+    """Raise when nothing was catalogued but earlier runs left window outputs: an empty or
+    unmounted source would otherwise remove every one of them (window_waveforms removes the
+    outputs of records no longer catalogued). On a first run an empty source is a warning.
+    """
+    published = published_outputs(params)
+    source = params.path(params.waveforms.source)
+    cfg = params.window_waveforms
+    if published:
+        where = (f"{catalog_file}: the waveform catalog lists no record" if catalog_file
+                 else f"{source}: no WFDB record found (waveforms.source)")
+        raise DataError(
+            f"{where}, but earlier runs left {published} window/beat files in "
+            f"{params.path(cfg.out)} and {params.path(cfg.beats_out)}: is the source empty "
+            "or unmounted? Nothing was changed (to start over from an empty source, delete "
+            "those folders)")
+    log.warning("no WFDB record found under %s (waveforms.source)", source)

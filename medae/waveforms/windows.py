@@ -53,7 +53,13 @@ from medae.waveforms.dsp import (
     rational_ratio,
     resample_runs,
 )
-from medae.waveforms.reader import Chunk, Segment, iter_chunks, record_segments
+from medae.waveforms.reader import (
+    Chunk,
+    Segment,
+    iter_chunks,
+    record_segments,
+    refuse_empty_source,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +67,8 @@ DROP_REASONS = ("gap", "clipping", "out_of_range", "flat", "low_amplitude", "bea
 FINGERPRINTS = "_fingerprints.json"
 # Bumped when the same record and params give other windows, so unchanged records are redone:
 # 2 = a window's length from the configured rate (was the rate reached: 1,249 samples at
-# 124.945 Hz).
-FORMAT_VERSION = 2
+# 124.945 Hz); 3 = beats only inside kept windows (were also cut from rejected stretches).
+FORMAT_VERSION = 3
 # Dictionary-encoding float arrays is slow and useless; byte-stream-split + fast zstd makes
 # the values column both quicker to write and smaller.
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=1,
@@ -138,6 +144,8 @@ class RecordReport:
     data_longer_than_header: int = 0  # frames in the data files past the declared length
     empty_record: bool = False  # no sample to read: none declared, or only gaps
     beats_out_of_range: int = 0  # beats left out: R peak outside physical_range
+    beats_withheld: int = 0  # beats left out: R peak in no kept window
+    length_from_data_file: bool = False  # the header declares no length: the file's is used
 
     def as_dict(self) -> dict[str, Any]:
         dropped_total = Counter()
@@ -146,7 +154,9 @@ class RecordReport:
         notes = {key: value for key, value in (
             ("data_longer_than_header", self.data_longer_than_header),
             ("empty_record", self.empty_record),
-            ("beats_out_of_range", self.beats_out_of_range)) if value}
+            ("beats_out_of_range", self.beats_out_of_range),
+            ("beats_withheld", self.beats_withheld),
+            ("length_from_data_file", self.length_from_data_file)) if value}
         return {**notes,
             "windows_produced": sum(self.produced.values()),
             "windows_dropped": {r: dropped_total.get(r, 0) for r in DROP_REASONS},
@@ -194,11 +204,17 @@ def drop_reasons(q: dict[str, np.ndarray], kind: str, cfg: WindowWaveforms) -> n
     return np.where(failed.any(axis=0), first, -1)
 
 
+def grid_offset(chunk: Chunk, frame_fs: float, plan: ChannelPlan) -> int:
+    """The index on the segment's output grid (at ``plan.fs_out``) of the chunk's first
+    sample: local output index + offset = segment-wide output index."""
+    return int(round(chunk.frame0 * plan.fs_out / frame_fs))
+
+
 def window_starts(chunk: Chunk, frame_fs: float, plan: ChannelPlan, n_out: int) -> np.ndarray:
     """Local output indices of the windows that start in the chunk's core (on the segment's
     stride grid) and end inside the chunk."""
     rate = plan.fs_out / frame_fs
-    g0 = int(round(chunk.frame0 * rate))
+    g0 = grid_offset(chunk, frame_fs, plan)
     lo = int(np.ceil(chunk.core_start * rate - 1e-9))
     hi = int(np.ceil(chunk.core_stop * rate - 1e-9))
     first = -(-lo // plan.stride) * plan.stride
@@ -220,6 +236,20 @@ def outside_range(x: np.ndarray, limits: tuple[float, float] | None) -> np.ndarr
         return (x < limits[0]) | (x > limits[1])
 
 
+def in_windows(points: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """Whether each point lies in some window ``[start, start + length)``; ``starts`` sorted.
+
+    >>> in_windows(np.array([0, 5, 12, 25, 31]), np.array([0, 10, 30]), 10).tolist()
+    [True, True, True, False, True]
+    >>> in_windows(np.array([3]), np.array([], dtype=np.int64), 10).tolist()
+    [False]
+    """
+    # The latest start at or before a point covers it if any window does (equal lengths).
+    last = np.searchsorted(starts, points, side="right") - 1
+    return (last >= 0) & (points < starts[np.clip(last, 0, None)] + length) if len(
+        starts) else np.zeros(len(points), bool)
+
+
 @dataclass
 class ChannelResult:
     """The kept windows of one signal in one chunk, their quality and the drop counts."""
@@ -230,6 +260,8 @@ class ChannelResult:
     reasons: Counter
     beats: tuple[np.ndarray, np.ndarray, float] | None = None  # values, native peaks, fs
     beats_out_of_range: int = 0  # beats not cut: R peak outside the physiological range
+    beats_withheld: int = 0  # beats not cut: R peak in no kept window (signal failed quality)
+    kept_starts: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # grid
 
 
 def score_windows(x: np.ndarray, clipped: np.ndarray, y: np.ndarray, z: np.ndarray,
@@ -263,8 +295,14 @@ def score_windows(x: np.ndarray, clipped: np.ndarray, y: np.ndarray, z: np.ndarr
 
 
 def process_channel(x: np.ndarray, clipped: np.ndarray, plan: ChannelPlan, chunk: Chunk,
-                    seg: Segment, cfg: WindowWaveforms, want_beats: bool) -> ChannelResult:
-    """Resample, filter, window, score and normalise one signal of one chunk."""
+                    seg: Segment, cfg: WindowWaveforms, want_beats: bool,
+                    kept_before: np.ndarray | None = None) -> ChannelResult:
+    """Resample, filter, window, score and normalise one signal of one chunk.
+
+    Beats (``want_beats``) are cut only where a kept window lies: ``kept_before`` are the
+    segment-grid starts of the windows kept in earlier chunks that may reach into this one
+    (a window starting in the previous core can cover this core's first beats).
+    """
     y = resample_runs(bridge_short_gaps(x, int(cfg.bridge_gap_s * plan.fs_in)),
                       plan.fs_in, plan.fs_out)
     mains = cfg.mains_hz if plan.kind in cfg.notch_kinds else None
@@ -278,22 +316,28 @@ def process_channel(x: np.ndarray, clipped: np.ndarray, plan: ChannelPlan, chunk
         values = normalise_windows(z[starts[keep, None] + np.arange(plan.window)[None, :]],
                                    cfg.normalize).astype(np.float32)
     t0 = (seg.start_frame + chunk.frame0) / seg.frame_fs
+    g0 = grid_offset(chunk, seg.frame_fs, plan)
     result = ChannelResult(
         starts_s=t0 + starts[keep] / plan.fs_out, values=values,
         quality={k: v[keep].astype(np.float32) for k, v in q.items() if k != "out"},
-        reasons=Counter(DROP_REASONS[r] for r in reason[~keep]))
+        reasons=Counter(DROP_REASONS[r] for r in reason[~keep]), kept_starts=g0 + starts[keep])
     if want_beats and peaks is not None:
         native = peaks_to_native(peaks, plan.fs_out, x, plan.fs_in)
-        result.beats, result.beats_out_of_range = _chunk_beats(x, z, native, plan, chunk, seg,
-                                                               cfg)
+        kept = np.concatenate([kept_before if kept_before is not None
+                               else np.empty(0, np.int64), result.kept_starts])
+        result.beats, result.beats_out_of_range, result.beats_withheld = _chunk_beats(
+            x, z, native, plan, chunk, seg, cfg, kept - g0)
     return result
 
 
 def _chunk_beats(x, z, peaks, plan: ChannelPlan, chunk: Chunk, seg: Segment,
-                 cfg: WindowWaveforms) -> tuple[tuple[np.ndarray, np.ndarray, float], int]:
-    """Beats with their R peak in the chunk's core: ``(values, peaks on the record's native
-    sample line (segment offset included), the beats' actual sampling rate)``, and how many
-    were left out because their R peak is outside the physiological range."""
+                 cfg: WindowWaveforms,
+                 kept_starts: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, float], int, int]:
+    """Beats with their R peak in the chunk's core and in a kept window (``kept_starts``,
+    local output indices): ``(values, peaks on the record's native sample line (segment
+    offset included), the beats' actual sampling rate)``, how many were left out because
+    their R peak is outside the physiological range, and how many because no kept window
+    holds them."""
     spf = seg.samps_per_frame[plan.index]
     core = ((chunk.core_start - chunk.frame0) * spf, (chunk.core_stop - chunk.frame0) * spf)
     peaks = peaks[(peaks >= core[0]) & (peaks < core[1])]
@@ -301,6 +345,11 @@ def _chunk_beats(x, z, peaks, plan: ChannelPlan, chunk: Chunk, seg: Segment,
     # for windows: such beats are left out and counted.
     implausible = outside_range(x[peaks], cfg.physical_range.get(plan.kind))
     peaks = peaks[~implausible]
+    # Nor are beats cut where the windows failed quality (a flat line, gaps, a wrong rate):
+    # each one normalised to unit scale would pass noise off as a beat.
+    held = in_windows(np.round(peaks * (plan.fs_out / plan.fs_in)).astype(np.int64),
+                      kept_starts, plan.window)
+    peaks = peaks[held]
     up, down = rational_ratio(plan.fs_in, cfg.beat_fs)
     fs = plan.fs_in * up / down
     if abs(fs - plan.fs_out) < 1e-9:
@@ -312,7 +361,8 @@ def _chunk_beats(x, z, peaks, plan: ChannelPlan, chunk: Chunk, seg: Segment,
         filtered = resample_runs(xf, plan.fs_in, fs)
     values, kept = cut_beats(filtered, fs, peaks, plan.fs_in, cfg.beat_before_s,
                              cfg.beat_after_s, cfg.normalize)
-    return (values, kept + (seg.start_frame + chunk.frame0) * spf, fs), int(implausible.sum())
+    return ((values, kept + (seg.start_frame + chunk.frame0) * spf, fs),
+            int(implausible.sum()), int((~held).sum()))
 
 
 @contextmanager
@@ -413,6 +463,7 @@ def process_record(job: RecordJob) -> dict[str, Any]:
     report = RecordReport(
         skipped_segments=[{"segment": s.name, "reason": s.reason} for s in skipped],
         data_longer_than_header=sum(s.extra_frames for s in segments),
+        length_from_data_file=any(s.length_from_file for s in segments),
         empty_record=not skipped and sum(s.n_frames for s in segments) == 0)
     # Reference annotations index the single-segment record's own sample line.
     reference = (load_reference(path, job.cfg.reference_annotation)
@@ -447,15 +498,22 @@ def _process_segment(job: RecordJob, seg: Segment, writer, beat_writer, referenc
                   if beat_writer is not None else None)
     pad = int((cfg.window_s + _settle_s(plans, cfg)) * seg.frame_fs)
     chunk_frames = max(1, int(cfg.chunk_s * seg.frame_fs))
+    kept_before = None  # the beat lead's kept windows that may reach into the next chunk
     for chunk in iter_chunks(seg, chunk_frames, pad, [p.index for p in plans]):
         tables = []
         for j, (plan, data) in enumerate(zip(plans, chunk.channels, strict=True)):
             res = process_channel(data.values, data.clipped, plan, chunk, seg, cfg,
-                                  want_beats=j == beat_index)
+                                  want_beats=j == beat_index, kept_before=kept_before)
+            if j == beat_index:
+                reach = -(-plan.window // plan.stride)  # windows that can cover one point
+                kept_before = np.concatenate([kept_before if kept_before is not None
+                                              else np.empty(0, np.int64),
+                                              res.kept_starts])[-reach:]
             report.produced[plan.canonical] += len(res.starts_s)
             report.dropped.setdefault(plan.canonical, Counter()).update(res.reasons)
             tables.append((plan.canonical, _window_table(job, plan.canonical, res, plan.fs_out)))
             report.beats_out_of_range += res.beats_out_of_range
+            report.beats_withheld += res.beats_withheld
             if res.beats is not None and len(res.beats[1]):
                 report.beats += len(res.beats[1])
                 beat_writer.write_table(_beat_table(job, plan.canonical, *res.beats,
@@ -530,7 +588,8 @@ def _jobs(params, catalog, stays_by_subject):
     for index, row in enumerate(catalog.sort("path").iter_rows(named=True)):
         name = row["record_name"]
         if name in seen:
-            yield index, row, None, f"duplicate record name (also at {seen[name]})", None
+            yield index, row, None, (f"duplicate record name: {row['path']} is not windowed, "
+                                     f"{seen[name]} is (first by path)"), None
             continue
         seen[name] = row["path"]
         stays = stays_by_subject.get(row["subject_id"], ()) if row["subject_id"] is not None \
@@ -567,6 +626,8 @@ def run(params) -> dict[str, Any]:
     if not catalog_file.exists():
         raise DataError(f"{catalog_file}: waveform catalog not found; run catalog_waveforms")
     catalog = pl.read_parquet(catalog_file)
+    if catalog.height == 0:  # never remove every output because nothing was catalogued
+        refuse_empty_source(params, catalog_file)
     out, report_file = params.path(cfg.out), params.path(cfg.report)
     ensure_dir(out)
     if cfg.beats:
@@ -579,10 +640,12 @@ def run(params) -> dict[str, Any]:
     prints: dict[str, str] = {}
     todo: list[tuple[str, RecordJob, str, str, int]] = []
     paths: dict[str, str] = {}
+    duplicates = Counter()
     for index, row, job, problem, fp in _jobs(params, catalog, stays):
         name = row["record_name"]
         if problem is not None:
-            records[name + "#dup"] = {"error": problem}
+            duplicates[name] += 1  # one entry each: "<name>#dup1", "<name>#dup2", ...
+            records[f"{name}#dup{duplicates[name]}"] = {"error": problem, "duplicate": True}
             continue
         outputs = [Path(job.out_file)] + ([Path(job.beats_file)] if job.beats_file else [])
         if (old_prints.get(name) == fp and name in old_report and "error" not in old_report[name]
@@ -605,11 +668,23 @@ def run(params) -> dict[str, Any]:
             records[name] = {"error": failed[label]}
         else:
             records[name], prints[name] = value, fp
+    if duplicates:
+        log.warning("window_waveforms: %d records not windowed: their name is another "
+                    "record's (duplicate names); their paths are in %s",
+                    sum(duplicates.values()), report_file)
     if failed:
         log.warning("window_waveforms: %d records quarantined (%s); their paths and reasons "
                     "are in %s", len(failed), ", ".join(sorted(failed, key=_row_number)),
                     report_file)
-    _remove_stale(out, params.path(cfg.beats_out), set(catalog["record_name"].to_list()))
+    # A failed record's earlier outputs go too: later stages would read them as current.
+    # Removed before the fingerprints and report are published, so a kill in between leaves
+    # the record to be redone, never stale files beside a report that calls them current.
+    failed_names = {name for name, _, _, label, _ in todo if label in failed}
+    removed = _remove_outputs(out, params.path(cfg.beats_out),
+                              set(catalog["record_name"].to_list()) - failed_names)
+    for name in failed_names:
+        if removed.get(name):
+            records[name]["outputs_removed"] = removed[name]
     write_json_atomic(out / FINGERPRINTS, dict(sorted(prints.items())))
     totals = _totals(records)
     head = {"stage": "window_waveforms", "totals": totals}
@@ -622,31 +697,44 @@ def run(params) -> dict[str, Any]:
 
 def _totals(records: dict[str, Any]) -> dict[str, Any]:
     dropped = Counter()
-    produced = beats = 0
+    produced = beats = withheld = 0
     for rec in records.values():
         if "error" in rec:
             continue
         produced += rec["windows_produced"]
         beats += rec["beats"]
+        withheld += rec.get("beats_withheld", 0)
         dropped.update(rec["windows_dropped"])
-    return {"windows_produced": produced, "beats": beats,
+    return {"windows_produced": produced, "beats": beats, "beats_withheld": withheld,
             "windows_dropped": {r: dropped.get(r, 0) for r in DROP_REASONS},
             "records_failed": sum("error" in r for r in records.values()),
+            "records_duplicate": sum(bool(r.get("duplicate")) for r in records.values()),
             # Headline counts of the per-record notes, so the run report shows them.
             "records_empty": sum(bool(r.get("empty_record")) for r in records.values()),
             "records_data_longer_than_header": sum(
                 bool(r.get("data_longer_than_header")) for r in records.values())}
 
 
-def _remove_stale(out: Path, beats_out: Path, names: set[str]) -> None:
-    """Delete outputs of records that are no longer in the catalog."""
-    removed = 0
+def _remove_outputs(out: Path, beats_out: Path, keep: set[str]) -> Counter:
+    """Delete the window and beat files of every record not in ``keep`` (records no longer
+    catalogued, and records that failed this run); returns the files removed per record.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for name in ("a", "b"):
+    ...     _ = (folder / f"{name}.parquet").write_bytes(b"")
+    >>> dict(_remove_outputs(folder, folder / "beats", {"a"})), sorted(folder.iterdir())[0].name
+    ({'b': 1}, 'a.parquet')
+    """
+    removed: Counter = Counter()
     for folder in (out, beats_out):
         if not folder.is_dir():
             continue
-        for file in folder.glob("*.parquet"):
-            if file.stem not in names:
+        for file in sorted(folder.glob("*.parquet")):
+            if file.stem not in keep:
                 file.unlink()
-                removed += 1
+                removed[file.stem] += 1
     if removed:  # counted, not named: record names embed subject ids
-        log.info("removed %d output files of records no longer catalogued", removed)
+        log.info("removed %d output files of records not catalogued or failed",
+                 sum(removed.values()))
+    return removed

@@ -472,11 +472,13 @@ def wfdb_cases(physionet: Path) -> list[Case]:
     return [
         case("wfdb_truncated_dat", truncate_dat(rec("p10012853-trunc"), 0.5), QUARANTINED,
              "truncated .dat (half the bytes)", "p10012853-trunc",
-             expect=r"p10012853-trunc: cannot read frames"),
+             expect=r"p10012853-trunc: data file holds 3600 of the 7200 frames the "
+                    r"header declares"),
         case("wfdb_header_longer_than_data",
              edit_header(rec("p10012853-long"), record_field(3, "72000")), QUARANTINED,
              "header says 10x more samples than the data", "p10012853-long",
-             expect=r"p10012853-long: cannot read frames"),
+             expect=r"p10012853-long: data file holds 7200 of the 72000 frames the "
+                    r"header declares"),
         case("wfdb_header_shorter_than_data",
              edit_header(rec("p10012853-short"), record_field(3, "3600")), INGESTED,
              "header says half the samples of the data", "p10012853-short",
