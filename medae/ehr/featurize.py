@@ -446,15 +446,16 @@ def run(params: Any) -> dict[str, Any]:
             if stale not in current:
                 stale.unlink()
         save_fingerprints(out, {"sums": sums, "parts": parts})
+    done = [r for r in results.values if r]
+    # of the recomputed shards: stays not windowed (a stay under two subjects is in two
+    # shards: counted once, over all shards), and stays with no known outcome
+    left_out = {reason: sum(r["stays_left_out"][reason] for r in done) for reason in REASONS}
+    left_out["claimed_by_two_subjects"] = len(ambiguous)
     return {"out": str(out), "stats": str(params.path(cfg.stats)), "shards": shards,
             "recomputed": [Path(t["target"]).stem for t in todo],
-            "windows_written": sum(r["windows"] for r in results.values if r),
-            # of the recomputed shards: stays not windowed, and stays with no known outcome
-            # (a stay under two subjects is in two shards: counted once, over all shards)
-            "stays_left_out": {reason: n for reason in REASONS if (n := len(ambiguous) if (
-                reason == "claimed_by_two_subjects") else sum(
-                r["stays_left_out"][reason] for r in results.values if r))},
-            "unknown_label_stays": sum(r["unknown_label_stays"] for r in results.values if r),
+            "windows_written": sum(r["windows"] for r in done),
+            "stays_left_out": {reason: n for reason, n in left_out.items() if n},
+            "unknown_label_stays": sum(r["unknown_label_stays"] for r in done),
             "variables": len(variables)}
 
 
