@@ -9,6 +9,11 @@ from medae.config_base import Section
 from medae.waveforms.channels import HARMONISATION, KINDS, canonical_channel, is_ecg
 
 
+def _canonical(name: str) -> str | None:
+    """A channel name as params may write it: canonical already, or a raw alias (``MLII``)."""
+    return name if name in HARMONISATION else canonical_channel(name)
+
+
 class WaveformSource(Section):
     """Where the WFDB records are read from (``waveforms.source``) and how subjects are named.
 
@@ -135,7 +140,7 @@ class WindowWaveforms(Section):
             raise ValueError("an empty list keeps no channel (null keeps every known one)")
         names = []
         for name in value:
-            canonical = name if name in HARMONISATION else canonical_channel(name)
+            canonical = _canonical(name)
             if canonical is None:
                 raise ValueError(f"{name!r} is not a known channel name (canonical names: "
                                  f"{', '.join(HARMONISATION)})")
@@ -145,8 +150,7 @@ class WindowWaveforms(Section):
     @field_validator("beat_channel")
     @classmethod
     def _ecg_beat_channel(cls, value: str | None):
-        canonical = None if value is None else (
-            value if value in HARMONISATION else canonical_channel(value))
+        canonical = None if value is None else _canonical(value)
         if value is not None and (canonical is None or not is_ecg(canonical)):
             raise ValueError(f"{value!r} is not an ECG channel name (ECG canonical names: "
                              f"{', '.join(c for c in HARMONISATION if is_ecg(c))})")
@@ -154,10 +158,8 @@ class WindowWaveforms(Section):
 
     @model_validator(mode="after")
     def _beat_channel_kept(self):
-        if self.beats and self.beat_channel is not None and self.channels is not None:
-            wanted = (self.beat_channel if self.beat_channel in HARMONISATION
-                      else canonical_channel(self.beat_channel))
-            if wanted not in self.channels:
-                raise ValueError(f"beat_channel {self.beat_channel!r} is not in channels, so "
-                                 "no beat would be written")
+        if (self.beats and self.beat_channel is not None and self.channels is not None
+                and _canonical(self.beat_channel) not in self.channels):
+            raise ValueError(f"beat_channel {self.beat_channel!r} is not in channels, so "
+                             "no beat would be written")
         return self
